@@ -1,0 +1,183 @@
+"""The initial schema: projects, tasks and everything a task owns, queues, pipelines, runs."""
+
+from peewee import (
+    BlobField,
+    BooleanField,
+    CharField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+
+def up(migrator, db):
+    class Base(Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+
+    class Project(Base):
+        name = CharField(unique=True)
+        created = FloatField()
+
+    class Task(Base):
+        id = CharField(primary_key=True, max_length=32)
+        project = ForeignKeyField(Project, on_delete="CASCADE")
+        name = CharField()
+        type = CharField(default="training")
+        status = CharField(default="created", index=True)
+        status_reason = TextField(default="")
+        parent = CharField(null=True, index=True, max_length=32)
+        script = TextField(default="{}")
+        code_digest = CharField(null=True, max_length=64)
+        code = TextField(null=True)
+        created = FloatField()
+        started = FloatField(null=True)
+        ended = FloatField(null=True)
+        last_update = FloatField()
+        worker = CharField(null=True)
+        tags = TextField(default="[]")
+        archived = BooleanField(default=False)
+        comment = TextField(default="")
+        log_path = TextField(null=True)
+        log_size = IntegerField(default=0)
+
+        class Meta:
+            indexes = ((("project", "name"), False),)
+
+    class Parameter(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        section = CharField()
+        name = CharField()
+        value = TextField()
+        type = CharField(default="str")
+        description = TextField(default="")
+
+        class Meta:
+            indexes = ((("task", "section", "name"), True),)
+
+    class Configuration(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        name = CharField()
+        value = TextField()
+        kind = CharField(default="json")
+
+        class Meta:
+            indexes = ((("task", "name"), True),)
+
+    class Artifact(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        name = CharField()
+        digest = CharField(max_length=64, index=True)
+        size = IntegerField()
+        serializer = CharField()
+        type = CharField()
+        filename = CharField()
+        inline = BlobField(null=True)
+        metadata = TextField(default="{}")
+        preview = TextField(default="")
+        created = FloatField()
+
+        class Meta:
+            indexes = ((("task", "name"), True),)
+
+    class OutputModel(Base):
+        id = CharField(primary_key=True, max_length=32)
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        name = CharField()
+        framework = CharField(null=True)
+        digest = CharField(max_length=64, index=True)
+        size = IntegerField()
+        serializer = CharField()
+        type = CharField()
+        filename = CharField()
+        inline = BlobField(null=True)
+        created = FloatField()
+
+        class Meta:
+            table_name = "model"
+
+    class Scalar(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        title = CharField()
+        series = CharField()
+        iteration = IntegerField()
+        value = FloatField()
+        ts = FloatField()
+
+        class Meta:
+            indexes = ((("task", "title", "series", "iteration"), False),)
+
+    class SingleValue(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        name = CharField()
+        value = FloatField()
+
+        class Meta:
+            indexes = ((("task", "name"), True),)
+
+    class Report(Base):
+        task = ForeignKeyField(Task, on_delete="CASCADE")
+        kind = CharField()
+        title = CharField(default="")
+        series = CharField(default="")
+        iteration = IntegerField(null=True)
+        content = TextField()
+        ts = FloatField()
+
+    class Queue(Base):
+        name = CharField(unique=True)
+        created = FloatField()
+
+    class QueueEntry(Base):
+        queue = ForeignKeyField(Queue, on_delete="CASCADE")
+        task = ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+        priority = IntegerField(default=0)
+        enqueued = FloatField()
+        worker = CharField(null=True)
+        attempt = IntegerField(default=0)
+        lease_expires = FloatField(null=True)
+
+    class Pipeline(Base):
+        project = ForeignKeyField(Project, on_delete="CASCADE")
+        name = CharField()
+        version = CharField()
+        structure_hash = CharField(max_length=64)
+        created = FloatField()
+
+        class Meta:
+            indexes = ((("project", "name", "version"), True),)
+
+    class Run(Base):
+        task = ForeignKeyField(Task, primary_key=True, on_delete="CASCADE")
+        pipeline = ForeignKeyField(Pipeline, null=True, on_delete="SET NULL")
+        version = CharField(null=True)
+        structure_hash = CharField(null=True, max_length=64)
+        origin = CharField(null=True, max_length=32)
+        dag = TextField(default="{}")
+        created = FloatField()
+
+    class Node(Base):
+        run = ForeignKeyField(Run, on_delete="CASCADE")
+        name = CharField()
+        task = CharField(null=True, max_length=32, index=True)
+        status = CharField(default="pending")
+        parents = TextField(default="[]")
+        cache_key = CharField(null=True, max_length=64)
+        attempt = IntegerField(default=0)
+        started = FloatField(null=True)
+        ended = FloatField(null=True)
+
+        class Meta:
+            indexes = ((("run", "name"), True),)
+
+    db.create_tables([Project, Task, Parameter, Configuration, Artifact, OutputModel, Scalar,
+                      SingleValue, Report, Queue, QueueEntry, Pipeline, Run, Node])
+    import time
+
+    now = time.time()
+    # The queues every store starts with: "default" for tasks, "services" for controllers.
+    Queue.insert_many([{"name": "default", "created": now},
+                       {"name": "services", "created": now}]).execute()

@@ -1,0 +1,315 @@
+"""Turn values into stored objects and back, through the serializers plugins register.
+
+Writing: the first serializer (by descending ``priority``) that accepts a value dumps it into
+a :class:`~pipekit.store.blobs.BlobSink`, which hashes as it writes; small results are kept
+inline in the database, large ones become content-addressed files. Reading: the digest is
+verified *before* the serializer sees a byte, so a tampered pickle is never unpickled.
+
+Pickle runs code when loaded: only load artifacts from stores whose writers you trust.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from .errors import PluginError, SerializationError
+from .models import NAME_RE, ObjectRef
+from .store import Store
+from .store.blobs import verify_inline
+
+
+class Serializer:
+    """Base class of artifact serializers; subclass it and register it from a plugin.
+
+    Override :meth:`accepts`, :meth:`dump` and :meth:`load`; the rest has sensible defaults.
+    """
+
+    #: Unique name, recorded with every object it writes.
+    name: ClassVar[str] = ""
+    #: Higher is tried first. Built-ins use 0, the pickle fallback -1000.
+    priority: ClassVar[int] = 0
+    #: Suffix of a local copy's file name.
+    extension: ClassVar[str] = ".bin"
+    #: The value was a local file or folder: ``get()`` returns the path of a local copy.
+    returns_path: ClassVar[bool] = False
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def dump(self, value: Any, fp: IO[bytes]) -> None:
+        raise NotImplementedError
+
+    def load(self, fp: IO[bytes]) -> Any:
+        raise NotImplementedError
+
+    def preview(self, value: Any) -> str:
+        """A short human-readable description shown by the CLI and UI."""
+        text = repr(value)
+        return text if len(text) <= 200 else text[:199] + "…"
+
+    def filename(self, value: Any, name: str) -> str:
+        """What a local copy of this object is called."""
+        return f"{name}{self.extension}"
+
+    def unpack(self, obj: Path, dest: Path) -> Path:
+        """Materialise a verified object file at ``dest`` (a folder serializer extracts)."""
+        shutil.copyfile(obj, dest)
+        return dest
+
+
+_registry_lock = threading.Lock()
+_registry: list[Serializer] | None = None
+
+
+def reset_registry() -> None:
+    global _registry
+    with _registry_lock:
+        _registry = None
+
+
+def serializers() -> list[Serializer]:
+    """Registered serializers, in the order they are tried."""
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                _registry = _build_registry()
+    return _registry
+
+
+def _build_registry() -> list[Serializer]:
+    from .plugin_manager import get_plugin_manager
+
+    found: list[tuple[Serializer, str]] = []
+    current = {"plugin": "?"}
+
+    def register(serializer: Serializer) -> None:
+        if not isinstance(serializer, Serializer) or not serializer.name:
+            raise PluginError(f"plugin {current['plugin']!r} registered {serializer!r}, "
+                              "which is not a named pipekit.artifacts.Serializer",
+                              plugin=current["plugin"])
+        for other, plugin in found:
+            if other.name == serializer.name:
+                raise PluginError(f"serializer {serializer.name!r} is registered by both "
+                                  f"{plugin!r} and {current['plugin']!r}",
+                                  plugin=current["plugin"])
+        found.append((serializer, current["plugin"]))
+
+    pm = get_plugin_manager()
+    for impl in reversed(pm.hook.pipekit_serializers.get_hookimpls()):
+        current["plugin"] = impl.plugin_name
+        impl.function(register=register)
+    ordered = sorted(enumerate(found), key=lambda item: (-item[1][0].priority, item[0]))
+    return [s for _, (s, _) in ordered]
+
+
+def serializer_named(name: str) -> Serializer:
+    for serializer in serializers():
+        if serializer.name == name:
+            return serializer
+    raise SerializationError(f"no serializer named {name!r} is registered; install the "
+                             "plugin that wrote this object")
+
+
+def choose(value: Any) -> Serializer:
+    for serializer in serializers():
+        if serializer.accepts(value):
+            return serializer
+    raise SerializationError(f"no serializer accepts a value of type {type(value).__name__}")
+
+
+def type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def store_value(store: Store, value: Any, name: str) -> tuple[ObjectRef, str]:
+    """Serialize ``value`` into the store; returns its reference and a preview.
+
+    :param name: the artifact's (already validated) name, used for error messages and the
+        default local file name.
+    """
+    serializer = choose(value)
+    sink = store.blobs.sink()
+    try:
+        serializer.dump(value, sink)
+        written = sink.commit()
+    except BaseException as exc:
+        sink.abort()
+        if isinstance(exc, (SerializationError, KeyboardInterrupt, SystemExit)):
+            raise
+        raise SerializationError(f"serializer {serializer.name!r} could not store artifact "
+                                 f"{name!r}: {exc}", artifact=name) from exc
+    filename = serializer.filename(value, name)
+    if not NAME_RE.fullmatch(filename):
+        filename = f"{name}{serializer.extension}"
+    ref = ObjectRef(digest=written.digest, size=written.size, serializer=serializer.name,
+                    type=type_name(value), filename=filename, inline=written.inline)
+    return ref, serializer.preview(value)
+
+
+@contextmanager
+def open_verified(store: Store, ref: ObjectRef, name: str) -> Iterator[IO[bytes]]:
+    """A binary stream over an object whose digest has just been verified."""
+    if ref.inline is not None:
+        yield io.BytesIO(verify_inline(ref.inline, ref.digest, name))
+        return
+    with open(store.blobs.verified_path(ref.digest, name), "rb") as fh:
+        yield fh
+
+
+def load_value(store: Store, ref: ObjectRef, name: str) -> Any:
+    """The stored value, after verifying its digest (files and folders: a local path)."""
+    serializer = serializer_named(ref.serializer)
+    if serializer.returns_path:
+        return local_copy(store, ref, name)
+    with open_verified(store, ref, name) as fh:
+        try:
+            return serializer.load(fh)
+        except Exception as exc:
+            raise SerializationError(f"serializer {serializer.name!r} could not load artifact "
+                                     f"{name!r}: {exc}", artifact=name) from exc
+
+
+def object_path(store: Store, ref: ObjectRef, name: str) -> Path:
+    """A verified file holding the object's bytes (an inline object is written out first)."""
+    if ref.inline is not None:
+        verify_inline(ref.inline, ref.digest, name)
+        return store.blobs.put_bytes(ref.inline)
+    return store.blobs.verified_path(ref.digest, name)
+
+
+def local_copy(store: Store, ref: ObjectRef, name: str) -> Path:
+    """A local file (or folder) a user may read or change without harming the store.
+
+    Copies live in ``PIPEKIT_HOME/cache/objects/<digest>/<filename>`` and are made once.
+    """
+    serializer = serializer_named(ref.serializer)
+    folder = store.settings.cache_dir / "objects" / ref.digest
+    dest = folder / ref.filename
+    if dest.exists():
+        return dest
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    src = object_path(store, ref, name)
+    tmp = folder / f".{ref.filename}.partial-{threading.get_ident()}"
+    try:
+        serializer.unpack(src, tmp)
+        tmp.rename(dest)
+    except FileExistsError:
+        pass  # another thread or process made the same copy first
+    except OSError:
+        if not dest.exists():
+            raise
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+class Artifact:
+    """A stored artifact as ``task.artifacts[name]`` shows it (ClearML's attributes)."""
+
+    def __init__(self, store: Store, info: Any) -> None:
+        self._store = store
+        self._info = info
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def digest(self) -> str:
+        return self._info.ref.digest
+
+    hash = digest
+
+    @property
+    def size(self) -> int:
+        return self._info.ref.size
+
+    @property
+    def type(self) -> str:
+        """The serializer that wrote it (``json``, ``numpy``, ``pickle``, ``file`` …)."""
+        return self._info.ref.serializer
+
+    @property
+    def value_type(self) -> str:
+        """The Python type of the uploaded value."""
+        return self._info.ref.type
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._info.metadata)
+
+    @property
+    def preview(self) -> str:
+        return self._info.preview
+
+    @property
+    def url(self) -> str:
+        """``file://`` URL of the verified object's bytes (what ``StorageManager`` fetches)."""
+        return object_path(self._store, self._info.ref, self.name).as_uri()
+
+    def get(self) -> Any:
+        """The value (files and folders: the path of a local copy), digest verified first."""
+        return load_value(self._store, self._info.ref, self.name)
+
+    def get_local_copy(self, extract_archive: bool = True) -> str:
+        """Path of a local copy of the object (a folder artifact is extracted)."""
+        return str(local_copy(self._store, self._info.ref, self.name))
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.name!r} {self.type} {self.size} bytes {self.digest[:12]}>"
+
+
+class Model:
+    """An uploaded model: ``task.models["output"][i]``."""
+
+    def __init__(self, store: Store, info: Any) -> None:
+        self._store = store
+        self._info = info
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def task(self) -> str:
+        return self._info.task
+
+    @property
+    def framework(self) -> str | None:
+        return self._info.framework
+
+    @property
+    def digest(self) -> str:
+        return self._info.ref.digest
+
+    @property
+    def size(self) -> int:
+        return self._info.ref.size
+
+    @property
+    def url(self) -> str:
+        return object_path(self._store, self._info.ref, self.name).as_uri()
+
+    def get_local_copy(self) -> str:
+        return str(local_copy(self._store, self._info.ref, self.name))
+
+    def get(self) -> Any:
+        return load_value(self._store, self._info.ref, self.name)
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name!r} id={self.id}>"

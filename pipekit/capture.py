@@ -1,0 +1,85 @@
+"""Copy a process's stdout and stderr into a task's log file while still printing them.
+
+Used by ``Task.init`` (Python-level tee of ``sys.stdout``/``sys.stderr``) and by the
+worker, which pipes a child's output into the log (see :func:`pump`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import IO, TextIO
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a task log for appending, creating it (mode 0600) and its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
+class Tee:
+    """A text stream that writes to the original stream and to a shared log file."""
+
+    def __init__(self, original: TextIO, log: IO[bytes], lock: threading.Lock) -> None:
+        self._original = original
+        self._log = log
+        self._lock = lock
+
+    def write(self, text: str) -> int:
+        n = self._original.write(text)
+        if text:
+            with self._lock:
+                try:
+                    self._log.write(text.encode("utf-8", "replace"))
+                except ValueError:  # log closed at interpreter shutdown
+                    pass
+        return n
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._original, name)
+
+
+class StreamCapture:
+    """Tee ``sys.stdout`` and ``sys.stderr`` into ``path`` until :meth:`stop`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._log = open_log(path)
+        self._lock = threading.Lock()
+        self._saved = (sys.stdout, sys.stderr)
+        sys.stdout = Tee(sys.stdout, self._log, self._lock)  # type: ignore[assignment]
+        sys.stderr = Tee(sys.stderr, self._log, self._lock)  # type: ignore[assignment]
+
+    def write_log(self, text: str) -> None:
+        """Write to the log only (e.g. a traceback already printed elsewhere)."""
+        with self._lock:
+            self._log.write(text.encode("utf-8", "replace"))
+
+    def stop(self) -> int:
+        """Restore the streams, close the log and return its size."""
+        if isinstance(sys.stdout, Tee):
+            sys.stdout.flush()
+        sys.stdout, sys.stderr = self._saved
+        with self._lock:
+            self._log.close()
+        return self.path.stat().st_size
+
+
+def pump(stream: IO[bytes], log_path: Path, echo: IO[bytes] | None = None) -> int:
+    """Copy a child's output to its task log (and ``echo``) until EOF; returns bytes copied."""
+    total = 0
+    with open_log(log_path) as log:
+        for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1")
+                          else stream.read(65536), b""):
+            log.write(chunk)
+            total += len(chunk)
+            if echo is not None:
+                echo.write(chunk)
+                echo.flush()
+    return total

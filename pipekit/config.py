@@ -1,0 +1,76 @@
+"""Where the store lives: ``PIPEKIT_HOME``, ``PIPEKIT_DB`` and :func:`configure`.
+
+Settings are read from the environment when asked for, never at import, so a test or a
+subprocess that changes the environment sees its own store. :func:`configure` writes the
+environment too, which is how step subprocesses and agents inherit the location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from .errors import ConfigError
+
+HOME_ENV = "PIPEKIT_HOME"
+DB_ENV = "PIPEKIT_DB"
+TASK_ENV = "PIPEKIT_TASK_ID"
+DEFAULT_HOME = "~/.pipekit"
+
+
+@attrs.frozen
+class Settings:
+    """Resolved locations of one store."""
+
+    home: Path
+    db_url: str
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the store is SQLite, else ``None``."""
+        if self.db_url.startswith("sqlite:///"):
+            return Path(self.db_url[len("sqlite:///"):])
+        return None
+
+
+def get_settings() -> Settings:
+    """Settings from the environment (``PIPEKIT_HOME``, ``PIPEKIT_DB``)."""
+    raw_home = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    home = Path(raw_home).expanduser().resolve()
+    db_url = os.environ.get(DB_ENV) or f"sqlite:///{home / 'pipekit.db'}"
+    if not db_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{DB_ENV}={db_url!r} is not a supported database URL: "
+            "use sqlite:///path or postgresql://user@host/db"
+        )
+    return Settings(home=home, db_url=db_url)
+
+
+def configure(home: str | os.PathLike[str] | None = None, db: str | None = None) -> Settings:
+    """Point this process, and the processes it starts, at a store.
+
+    :param home: folder for ``pipekit.db``, ``artifacts/`` and ``logs/`` (``PIPEKIT_HOME``).
+    :param db: database URL (``PIPEKIT_DB``); defaults to ``sqlite:///<home>/pipekit.db``.
+    :returns: the settings now in force. Nothing is created until the store is first used.
+    """
+    if home is not None:
+        os.environ[HOME_ENV] = str(Path(home).expanduser().resolve())
+    if db is not None:
+        os.environ[DB_ENV] = db
+    elif home is not None:
+        os.environ.pop(DB_ENV, None)
+    return get_settings()

@@ -1,0 +1,206 @@
+"""Every pipekit hook, grouped by the stage of a run at which it fires.
+
+Plugins implement these with ``@pipekit.hookimpl`` and register through the ``pipekit``
+entry-point group (built-ins in ``plugins/`` do exactly the same). Hooks receive frozen
+values from :mod:`pipekit.models`, never database rows. An implementation may accept only
+the arguments it names, so specs may gain arguments but never rename or drop one.
+
+Two kinds of hook, with different error rules:
+
+* **decision** hooks (``firstresult``, or a veto) — an exception fails the step or the call
+  it decides, and the error names the plugin;
+* **observer** hooks (something happened) — called through
+  :func:`pipekit.plugin_manager.notify`, which logs a plugin's exception and carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "pipekit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marker for hook implementations: ``@pipekit.hookimpl``.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# =============================================================================================
+# Registration: called once when a registry is first needed.
+# =============================================================================================
+
+
+@hookspec
+def pipekit_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register step executors.
+
+    :param register: ``register(name, factory)``; ``factory(**options)`` returns an object
+        with ``submit(job) -> handle``, ``poll(handle)``, ``cancel(handle)`` and ``shutdown()``.
+        Two plugins registering one name is an error naming both.
+    """
+
+
+@hookspec
+def pipekit_serializers(register: Callable[..., None]) -> None:
+    """Register artifact serializers.
+
+    :param register: ``register(serializer)`` with a :class:`pipekit.artifacts.Serializer`.
+        Serializers are tried by descending ``priority`` (ties: registration order); the
+        first whose ``accepts(value)`` is true stores the value. Pickle is the fallback.
+    """
+
+
+@hookspec
+def pipekit_register_commands(cli: Any) -> None:
+    """Add commands to the ``pipekit`` click group.
+
+    :param cli: the root :class:`click.Group`; call ``cli.add_command`` or use it as a
+        decorator. Fired once when the CLI starts.
+    """
+
+
+# =============================================================================================
+# Pipeline: a run starts and finishes.
+# =============================================================================================
+
+
+@hookspec
+def pipekit_pipeline_started(run: Any) -> None:
+    """Observer: a pipeline run started (its controller task is ``in_progress``).
+
+    :param run: a frozen ``RunInfo`` for the run.
+    """
+
+
+@hookspec
+def pipekit_pipeline_finished(run: Any, status: str) -> None:
+    """Observer: a pipeline run reached its final status.
+
+    :param run: a frozen ``RunInfo``.
+    :param status: the run's final status (``completed``, ``failed`` or ``stopped``).
+    """
+
+
+# =============================================================================================
+# Step launch: references resolved -> veto -> cache -> task created.
+# =============================================================================================
+
+
+@hookspec
+def pipekit_step_pre_execute(node: Any, run: Any) -> bool | None:
+    """Decision (veto): may this node launch?
+
+    Fires after the node's references are resolved, before the cache lookup.
+
+    :param node: the frozen ``Node`` with its resolved parameters.
+    :param run: the ``RunInfo`` of the run.
+    :returns: ``False`` to skip the node (and so its descendants); anything else lets it run.
+    """
+
+
+@hookspec
+def pipekit_cache_key(node: Any) -> list[str] | str | None:
+    """Decision: extra parts for a node's cache key; every plugin's parts are included.
+
+    :param node: the frozen ``Node`` about to be looked up.
+    :returns: strings to mix into the key (e.g. a data version), or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def pipekit_cache_lookup(key: str, node: Any) -> str | None:
+    """Decision: find a task whose outputs can stand in for this node.
+
+    Stops at first non-None result.
+
+    :param key: the node's cache key (hex blake3).
+    :param node: the frozen ``Node``.
+    :returns: the id of a reusable task, or ``None`` to run the step.
+    """
+
+
+@hookspec
+def pipekit_step_created(node: Any, task: Any) -> None:
+    """Observer: the step's task exists and is about to be executed.
+
+    :param node: the frozen ``Node``.
+    :param task: the ``TaskInfo`` of the step's task.
+    """
+
+
+# =============================================================================================
+# Step outcome.
+# =============================================================================================
+
+
+@hookspec
+def pipekit_step_status_changed(node: Any, task: Any, old: str, new: str) -> None:
+    """Observer: a node changed status (``pending``, ``queued``, ``in_progress``, …).
+
+    :param node: the frozen ``Node``.
+    :param task: the ``TaskInfo`` of its task, or ``None`` before one exists.
+    :param old: the previous status.
+    :param new: the new status.
+    """
+
+
+@hookspec
+def pipekit_step_completed(node: Any, task: Any) -> None:
+    """Observer: a step finished successfully (or was served from the cache).
+
+    :param node: the frozen ``Node``, ``executed`` set to the task id.
+    :param task: the ``TaskInfo`` of the task that produced the outputs.
+    """
+
+
+# =============================================================================================
+# Monitoring and versioning.
+# =============================================================================================
+
+
+@hookspec
+def pipekit_metric_reported(task: Any, title: str, series: str, iteration: int,
+                            value: float) -> None:
+    """Observer: a task reported a scalar.
+
+    :param task: the ``TaskInfo`` of the reporting task.
+    :param title: metric title.
+    :param series: metric series.
+    :param iteration: the iteration (x value).
+    :param value: the reported value.
+    """
+
+
+@hookspec
+def pipekit_artifact_uploaded(task: Any, artifact: Any) -> None:
+    """Observer: a task uploaded an artifact (its row is committed).
+
+    :param task: the ``TaskInfo`` of the uploading task.
+    :param artifact: the ``ArtifactInfo`` just stored.
+    """
+
+
+@hookspec
+def pipekit_model_uploaded(task: Any, model: Any) -> None:
+    """Observer: a task uploaded a model (its row is committed).
+
+    :param task: the ``TaskInfo`` of the uploading task.
+    :param model: the ``ModelInfo`` just stored.
+    """
+
+
+@hookspec(firstresult=True)
+def pipekit_version_bump(pipeline: str, old_version: str, old_hash: str,
+                         new_hash: str) -> str | None:
+    """Decision: the next version of a pipeline whose structure changed.
+
+    Stops at first non-None result. The built-in (``trylast``) bumps the patch number.
+
+    :param pipeline: the pipeline's name.
+    :param old_version: its latest version, ``MAJOR.MINOR.PATCH``.
+    :param old_hash: the structure hash recorded with ``old_version``.
+    :param new_hash: the structure hash of the pipeline about to run.
+    :returns: the new version string, or ``None`` to let another plugin decide.
+    """

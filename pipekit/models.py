@@ -1,0 +1,173 @@
+"""The frozen vocabulary shared by every layer and handed to hooks.
+
+These are values, not handles: the store returns them, hooks receive them, and nothing here
+does I/O. Plugins may rely on every field; fields may be added, never renamed or dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import attrs
+
+from .errors import InvalidName
+
+
+class Status(str, enum.Enum):
+    """A task's status, as ClearML names them."""
+
+    created = "created"
+    queued = "queued"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    stopped = "stopped"
+    published = "published"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.completed, Status.failed, Status.stopped, Status.published})
+
+#: status -> the statuses a task may move to from it. A final status only moves on by an
+#: explicit reset (``created``, e.g. before re-enqueueing a failed task) or publishing.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.created: frozenset({Status.queued, Status.in_progress, Status.stopped,
+                               Status.failed, Status.completed}),
+    Status.queued: frozenset({Status.in_progress, Status.created, Status.stopped,
+                              Status.failed}),
+    Status.in_progress: frozenset({Status.completed, Status.failed, Status.stopped}),
+    Status.completed: frozenset({Status.published, Status.created}),
+    Status.failed: frozenset({Status.created, Status.queued}),
+    Status.stopped: frozenset({Status.created, Status.queued}),
+    Status.published: frozenset(),
+}
+
+
+def sources_of(target: Status) -> frozenset[Status]:
+    """Every status from which ``target`` may be reached."""
+    return frozenset(s for s, nexts in TRANSITIONS.items() if target in nexts)
+
+
+class TaskType(str, enum.Enum):
+    training = "training"
+    testing = "testing"
+    inference = "inference"
+    data_processing = "data_processing"
+    application = "application"
+    monitor = "monitor"
+    controller = "controller"
+    optimizer = "optimizer"
+    service = "service"
+    qc = "qc"
+    custom = "custom"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is safe to use where a name becomes part of a path.
+
+    :raises InvalidName: naming ``kind`` and the offending value.
+    """
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in {".", ".."}:
+        raise InvalidName(kind, name)
+    return name
+
+
+@attrs.frozen
+class TaskInfo:
+    """One task as stored."""
+
+    id: str
+    project: str
+    name: str
+    type: str
+    status: str
+    status_reason: str = ""
+    parent: str | None = None
+    script: dict[str, Any] = attrs.field(factory=dict)
+    code_digest: str | None = None
+    created: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    last_update: float | None = None
+    worker: str | None = None
+    tags: tuple[str, ...] = ()
+    archived: bool = False
+    comment: str = ""
+    log_path: str | None = None
+    log_size: int = 0
+
+
+@attrs.frozen
+class ParamInfo:
+    """One parameter: ``section/name`` holding a string ``value`` of original ``type``."""
+
+    section: str
+    name: str
+    value: str
+    type: str = "str"
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}/{self.name}"
+
+
+@attrs.frozen
+class ObjectRef:
+    """Where a serialized value lives: inline bytes in the database, or a blob by digest."""
+
+    digest: str
+    size: int
+    serializer: str
+    type: str
+    filename: str
+    inline: bytes | None = None
+
+
+@attrs.frozen
+class ArtifactInfo:
+    task: str
+    name: str
+    ref: ObjectRef
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    preview: str = ""
+    created: float | None = None
+
+
+@attrs.frozen
+class ModelInfo:
+    id: str
+    task: str
+    name: str
+    ref: ObjectRef
+    framework: str | None = None
+    created: float | None = None
+
+
+@attrs.frozen
+class QueueInfo:
+    name: str
+    pending: int = 0
+    running: int = 0
+
+
+@attrs.frozen
+class ScalarPoint:
+    title: str
+    series: str
+    iteration: int
+    value: float

@@ -1,0 +1,173 @@
+"""Build the pluggy manager lazily, load plugins from entry points, and call observers safely.
+
+Built-in plugins (``pipekit_plugins.*``) are ordinary entry points of the ``pipekit``
+distribution; the core never imports them. Settings:
+
+* ``PIPEKIT_DISABLE_PLUGINS=a,b`` — entry-point names never loaded (a core plugin cannot be
+  disabled: that is an error, not a silent gap);
+* ``PIPEKIT_PLUGINS=a,b`` — when set, only these third-party plugins load (built-ins always do);
+* ``PIPEKIT_TRACE_PLUGINS=1`` — log every hook call at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from importlib import metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+log = logging.getLogger("pipekit.plugins")
+
+GROUP = "pipekit"
+CORE_DIST = "pipekit"
+#: Entry points of the core distribution that cannot be disabled.
+ESSENTIAL = frozenset({"serializers"})
+
+_lock = threading.Lock()
+_default: pluggy.PluginManager | None = None
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``pipekit plugins`` lists."""
+
+    name: str
+    dist: str
+    version: str
+    module: str
+    hooks: tuple[str, ...]
+
+
+class PipekitPluginManager(pluggy.PluginManager):
+    """A plugin manager that remembers which distribution each plugin came from."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.dists: dict[str, metadata.Distribution | None] = {}
+
+
+def _split(value: str | None) -> set[str]:
+    return {part.strip() for part in (value or "").split(",") if part.strip()}
+
+
+def make_plugin_manager(blocked: Iterable[str] = (), only: Iterable[str] | None = None,
+                        dists: Iterable[str] | None = None) -> pluggy.PluginManager:
+    """A new manager with pipekit's specs and the plugins that entry points provide.
+
+    :param blocked: entry-point names not to load.
+    :param only: when given, the third-party entry-point names allowed to load.
+    :param dists: when given, load entry points of these distributions only (tests use
+        ``{"pipekit"}`` so installed third-party plugins do not leak in).
+    :raises PluginError: a core plugin is blocked, or a plugin fails to import.
+    """
+    blocked = set(blocked)
+    if blocked & ESSENTIAL:
+        raise PluginError(
+            f"plugin {sorted(blocked & ESSENTIAL)[0]!r} is part of pipekit's core and cannot "
+            "be disabled; remove it from PIPEKIT_DISABLE_PLUGINS",
+            plugin=sorted(blocked & ESSENTIAL)[0],
+        )
+    allowed_dists = set(dists) if dists is not None else None
+    only = set(only) if only is not None else None
+    pm = PipekitPluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked:
+        pm.set_blocked(name)
+    found = False
+    for ep in metadata.entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist is not None else ""
+        if allowed_dists is not None and dist not in allowed_dists:
+            continue
+        if only is not None and dist != CORE_DIST and ep.name not in only:
+            continue
+        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} from {dist or '?'} failed to import: {exc}",
+                              plugin=ep.name) from exc
+        pm.register(plugin, name=ep.name)
+        pm.dists[ep.name] = ep.dist
+        found = found or dist == CORE_DIST
+    if not found and allowed_dists != set():
+        raise PluginError(
+            "pipekit's built-in plugins are not registered: install pipekit with "
+            "`pip install -e .` (or `pip install pipekit`) so its entry points exist"
+        )
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(str(exc), plugin=getattr(exc.plugin, "__name__", None)) from exc
+    if os.environ.get("PIPEKIT_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(log.debug)
+        pm.enable_tracing()
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager, built on first use from the environment's settings."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = make_plugin_manager(
+                    blocked=_split(os.environ.get("PIPEKIT_DISABLE_PLUGINS")),
+                    only=_split(os.environ["PIPEKIT_PLUGINS"])
+                    if "PIPEKIT_PLUGINS" in os.environ else None,
+                )
+    return _default
+
+
+def set_plugin_manager(pm: pluggy.PluginManager | None) -> None:
+    """Replace (or, with ``None``, forget) the process-wide manager; registries rebuild."""
+    global _default
+    with _lock:
+        _default = pm
+    from . import artifacts  # local: artifacts imports this module
+
+    artifacts.reset_registry()
+
+
+def notify(hook_name: str, **kwargs: Any) -> None:
+    """Call an observer hook; a plugin's exception is logged, never raised."""
+    pm = get_plugin_manager()
+    caller = getattr(pm.hook, hook_name)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except Exception:
+            log.exception("plugin %r failed in %s; continuing", impl.plugin_name, hook_name)
+
+
+def has_impls(hook_name: str) -> bool:
+    """Whether any plugin implements ``hook_name`` (lets hot paths skip the call)."""
+    return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())
+
+
+def list_plugins(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
+    """Every registered plugin with its distribution, version and implemented hooks."""
+    pm = pm or get_plugin_manager()
+    dists = getattr(pm, "dists", {})
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist = dists.get(name)
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        out.append(PluginInfo(
+            name=name,
+            dist=dist.name if dist is not None else "",
+            version=dist.version if dist is not None else "",
+            module=getattr(plugin, "__name__", type(plugin).__name__),
+            hooks=hooks,
+        ))
+    return sorted(out, key=lambda p: (p.dist != CORE_DIST, p.name))

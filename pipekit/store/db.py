@@ -1,0 +1,110 @@
+"""Opening the database the one right way, and writing to it in short IMMEDIATE transactions.
+
+Rules (DESIGN §2): ``busy_timeout`` is set before WAL; every write is one short
+``BEGIN IMMEDIATE`` transaction retried whole on BUSY; nothing slow (user code, file I/O,
+network) runs inside a transaction; a connection never crosses ``fork()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import peewee
+
+from ..config import Settings
+from ..errors import StoreError
+
+log = logging.getLogger("pipekit.store")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 60_000
+SQLITE_PRAGMAS = [
+    ("busy_timeout", BUSY_TIMEOUT_MS),  # first: every later pragma may need to wait
+    ("journal_mode", "wal"),
+    ("synchronous", "normal"),
+    ("foreign_keys", 1),
+    ("journal_size_limit", 64 * 1024 * 1024),
+    ("cache_size", -16000),
+]
+WRITE_ATTEMPTS = 8
+
+
+def open_database(settings: Settings) -> peewee.Database:
+    """A peewee database for ``settings.db_url``; SQLite files are created mode 0600."""
+    path = settings.sqlite_path
+    if path is None:
+        try:
+            from playhouse.db_url import connect
+        except ImportError as exc:  # pragma: no cover - playhouse ships with peewee
+            raise StoreError(f"cannot open {settings.db_url}: {exc}") from exc
+        try:
+            return connect(settings.db_url)
+        except Exception as exc:
+            raise StoreError(f"cannot open database {settings.db_url!r}: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS,
+                                 timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+
+
+def is_sqlite(db: peewee.Database) -> bool:
+    return isinstance(db, peewee.SqliteDatabase)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's lock contention (worth retrying the whole transaction)."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text or "busy" == text
+
+
+def write(db: peewee.Database, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, retried whole on BUSY.
+
+    ``busy_timeout`` already waits for the lock; a retry only happens when SQLite gives up
+    early (e.g. a WAL snapshot conflict), so the attempts back off with jitter.
+    """
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic():
+                return fn()
+        except peewee.OperationalError as exc:
+            if not is_busy(exc) or attempt == WRITE_ATTEMPTS:
+                raise
+            delay = min(0.5, 0.005 * 2 ** attempt) * (0.5 + random.random())
+            log.debug("store busy (attempt %d), retrying in %.3fs", attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def read_schema_version(path: Path) -> int | None:
+    """The highest applied migration of an existing SQLite store, read without writing.
+
+    :returns: ``None`` when the file does not exist or holds no version table yet.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        row = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        ).fetchone()
+        if row is None:
+            return None
+        (version,) = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return version
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a pipekit store: {exc}") from exc
+    finally:
+        conn.close()

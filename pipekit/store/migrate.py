@@ -1,0 +1,119 @@
+"""Apply the numbered migrations in ``migrations/`` (installed as ``pipekit_migrations``).
+
+Applied versions are rows of ``schema_version``. Upgrading takes the write lock first, so of
+two processes upgrading at once one applies and the other waits, then finds nothing to do.
+A store whose highest version is above the newest known migration is refused, untouched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import time
+from types import ModuleType
+
+import attrs
+import peewee
+
+from ..errors import StoreError, StoreTooNew
+from .db import is_sqlite, write
+
+_NAME = re.compile(r"^(\d{4})_(\w+)$")
+
+VERSION_TABLE = "schema_version"
+
+
+@attrs.frozen
+class Migration:
+    version: int
+    name: str
+    module: ModuleType
+
+
+@attrs.frozen
+class SchemaStatus:
+    """``pipekit db status``: where a store stands."""
+
+    location: str
+    current: int
+    newest: int
+    pending: tuple[str, ...]
+
+    @property
+    def too_new(self) -> bool:
+        return self.current > self.newest
+
+
+def known_migrations() -> list[Migration]:
+    """Every migration shipped with this pipekit, in order."""
+    import pipekit_migrations
+
+    found = []
+    for info in pkgutil.iter_modules(pipekit_migrations.__path__):
+        match = _NAME.match(info.name)
+        if match:
+            module = importlib.import_module(f"pipekit_migrations.{info.name}")
+            found.append(Migration(int(match.group(1)), info.name, module))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StoreError(f"migrations are not numbered 1..N: {[m.name for m in found]}")
+    return found
+
+
+def newest_version() -> int:
+    return known_migrations()[-1].version
+
+
+def _ensure_version_table(db: peewee.Database) -> None:
+    db.execute_sql(
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
+    )
+
+
+def current_version(db: peewee.Database) -> int:
+    if VERSION_TABLE not in db.get_tables():
+        return 0
+    (version,) = db.execute_sql(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"
+                                ).fetchone()
+    return int(version)
+
+
+def status(db: peewee.Database, location: str) -> SchemaStatus:
+    migrations = known_migrations()
+    current = current_version(db)
+    return SchemaStatus(location=location, current=current, newest=migrations[-1].version,
+                        pending=tuple(m.name for m in migrations if m.version > current))
+
+
+def upgrade(db: peewee.Database, location: str) -> list[str]:
+    """Apply every pending migration; returns the names applied (empty when up to date)."""
+    migrations = known_migrations()
+    newest = migrations[-1].version
+    if current_version(db) == newest:
+        return []  # the common case: no write lock taken
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+
+    migrator = SqliteMigrator(db) if is_sqlite(db) else PostgresqlMigrator(db)
+
+    def apply() -> list[str]:
+        _ensure_version_table(db)
+        current = current_version(db)  # re-read under the lock: another process may have won
+        if current > newest:
+            raise StoreTooNew(location, current, newest)
+        applied = []
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            migration.module.up(migrator, db)
+            db.execute_sql(
+                f"INSERT INTO {VERSION_TABLE} (version, name, applied) VALUES (?, ?, ?)"
+                if is_sqlite(db) else
+                f"INSERT INTO {VERSION_TABLE} (version, name, applied) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, time.time()),
+            )
+            applied.append(migration.name)
+        return applied
+
+    return write(db, apply)

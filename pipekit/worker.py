@@ -1,0 +1,111 @@
+"""Execute one task in a child process: ``python script args`` with its output in the log.
+
+The worker owns the task's final status: it marks the task ``in_progress``, runs the child
+in its own session (so stopping it kills the whole process tree), pipes the child's
+stdout/stderr into the task log, and ends the task ``completed``, ``failed`` (exit code or
+signal) or ``stopped``, exactly once. Also runnable as ``python -m pipekit.worker TASK``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import IO
+
+import psutil
+
+from .capture import pump
+from .config import DB_ENV, HOME_ENV, TASK_ENV
+from .errors import PipekitError, TaskStateError
+from .models import Status, TaskInfo
+from .store import get_store
+from .task import worker_id
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to a process and every descendant (children first found, then killed)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None
+             ) -> TaskInfo:
+    """Run a ``created`` or ``queued`` script task to its final status; returns it.
+
+    :param echo: also copy the child's output here (the CLI passes its stdout).
+    :raises TaskStateError: the task is not in a runnable status.
+    """
+    store = get_store()
+    info = store.get_task(store.resolve_task_id(task_id))
+    if info.status not in (Status.created.value, Status.queued.value):
+        raise TaskStateError(info.id, info.status, "run")
+    script = info.script
+    path = script.get("path")
+    if not path:
+        raise PipekitError(f"task {info.id!r} has no script to run")
+    store.transition(info.id, Status.in_progress, worker=worker or worker_id())
+    log_path = store.log_path(info.id)
+    if not os.path.isfile(path):
+        store.set_status(info.id, Status.failed, reason=f"script not found: {path}")
+        return store.get_task(info.id)
+    env = dict(os.environ)
+    env.update({TASK_ENV: info.id, HOME_ENV: str(store.settings.home),
+                DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
+    cmd = [sys.executable, path, *script.get("argv", [])]
+    proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo), daemon=True)
+    copier.start()
+    stopped = None
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:
+        stopped = "stopped by user (KeyboardInterrupt)"
+        kill_tree(proc.pid)
+        returncode = proc.wait()
+    copier.join(timeout=10)
+    if log_path.exists():
+        store.set_log_size(info.id, log_path.stat().st_size)
+    if stopped:
+        store.set_status(info.id, Status.stopped, reason=stopped)
+    elif returncode == 0:
+        store.set_status(info.id, Status.completed)
+    else:
+        recorded = store.get_task(info.id).status_reason
+        reason = describe_exit(returncode)
+        store.set_status(info.id, Status.failed,
+                         reason=f"{recorded} ({reason})" if recorded else reason)
+    return store.get_task(info.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pipekit.worker TASK_ID", file=sys.stderr)
+        return 2
+    info = run_task(args[0], echo=sys.stdout.buffer)
+    return 0 if info.status == Status.completed.value else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
