@@ -1,0 +1,36 @@
+# pipekit developer commands. Everything installs into .venv; nothing else is needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+DEMO_HOME ?= $(CURDIR)/.pipekit-demo
+
+.PHONY: demo test test-all bench lint clean
+
+$(VENV)/.base: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.base
+	@PIPEKIT_HOME=$(DEMO_HOME) $(PY) docs/examples/demo.py
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.test
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(VENV)/.test
+	$(PY) -m benchmarks
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check pipekit plugins migrations tests docs/examples
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) build *.egg-info .pytest_cache .ruff_cache .hypothesis

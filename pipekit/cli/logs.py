@@ -1,0 +1,47 @@
+"""``pipekit logs``: print (and follow) a task's captured output."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+
+@click.command("logs")
+@click.argument("task_id", metavar="TASK")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new output until the task reaches a final status.")
+def logs(task_id: str, follow: bool) -> None:
+    """Print a task's log (stdout and stderr of its execution)."""
+    from ..models import Status
+    from ..store import get_store
+
+    store = get_store()
+    task_id = store.resolve_task_id(task_id)
+    path = store.log_path(task_id)
+    out = sys.stdout.buffer
+    offset = 0
+    delay = 0.05
+    while True:
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                offset += len(chunk)
+                delay = 0.05
+        if not follow:
+            return
+        if Status(store.get_task(task_id).status).is_final:
+            if path.exists() and path.stat().st_size > offset:
+                continue  # drain what was written just before the end
+            return
+        time.sleep(delay)
+        delay = min(0.5, delay * 2)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(logs)

@@ -1,0 +1,26 @@
+"""``pipekit queues``: the store's execution queues."""
+
+from __future__ import annotations
+
+import click
+
+from .render import json_option, listing
+
+
+@click.group("queues")
+def queues() -> None:
+    """Inspect execution queues."""
+
+
+@queues.command("ls")
+@json_option
+def ls(as_json: bool) -> None:
+    """List queues with their pending and running task counts."""
+    from ..store import get_store
+
+    listing(get_store().list_queues(), as_json, "queues", ["name", "pending", "running"],
+            lambda q: [q.name, q.pending, q.running], "no queues")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(queues)

@@ -1,0 +1,57 @@
+"""Output helpers shared by the CLI commands: ``--json`` or a rich table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import click
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON instead of a table.")
+
+
+def when(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def to_jsonable(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return to_jsonable(attrs.asdict(value, recurse=False))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    return value
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), indent=2, default=str))
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    tbl = Table(title=title, show_lines=False, header_style="bold")
+    for col in columns:
+        tbl.add_column(col, overflow="fold")
+    for row in rows:
+        tbl.add_row(*["" if v is None else str(v) for v in row])
+    Console().print(tbl)
+
+
+def listing(items: Sequence[Any], as_json: bool, title: str, columns: Sequence[str],
+            row: Callable[[Any], Sequence[Any]], empty: str) -> None:
+    """Print ``items`` as JSON or as a table (or the ``empty`` line)."""
+    if as_json:
+        emit_json(list(items))
+    elif not items:
+        click.echo(empty)
+    else:
+        table(title, columns, [row(item) for item in items])

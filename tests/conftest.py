@@ -1,0 +1,67 @@
+"""Test isolation: every test gets its own store and a plugin manager of pipekit's own
+entry points only (installed third-party plugins never leak in)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipekit
+from pipekit import plugin_manager
+from pipekit.store import reset_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def pipekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "pipekit-home"
+    monkeypatch.setenv("PIPEKIT_HOME", str(home))
+    monkeypatch.delenv("PIPEKIT_DB", raising=False)
+    monkeypatch.delenv("PIPEKIT_TASK_ID", raising=False)
+    monkeypatch.delenv("PIPEKIT_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("PIPEKIT_PLUGINS", raising=False)
+    pipekit.configure(home=home)
+    reset_store()
+    plugin_manager.set_plugin_manager(plugin_manager.make_plugin_manager(dists={"pipekit"}))
+    from pipekit.task import Task
+
+    Task._current = None
+    yield home
+    from pipekit.logger import flush_metrics
+
+    flush_metrics()
+    Task._current = None
+    reset_store()
+    plugin_manager.set_plugin_manager(None)
+
+
+@pytest.fixture
+def store():
+    from pipekit.store import get_store
+
+    return get_store()
+
+
+@pytest.fixture
+def run_py(tmp_path: Path):
+    """Run a Python snippet in a fresh interpreter against the test's store."""
+    import subprocess
+    import textwrap
+
+    def run(code: str, *args: str, check: bool = True, timeout: float = 60,
+            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        script = tmp_path / f"snippet_{abs(hash(code))}.py"
+        script.write_text(textwrap.dedent(code))
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                              text=True, timeout=timeout, env=full_env, cwd=cwd or tmp_path)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
