@@ -126,7 +126,9 @@ def choose(value: Any) -> Serializer:
 
 def type_name(value: Any) -> str:
     cls = type(value)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def store_value(store: Store, value: Any, name: str) -> tuple[ObjectRef, str]:

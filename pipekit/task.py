@@ -313,7 +313,8 @@ class Task:
                               description: str | None = None) -> Any:
         """Connect a named configuration: a dict (returned, overridden in place when
         executing) or a file path (returns the path of the file to read, which holds the
-        stored text when executing)."""
+        stored text when executing).
+        """
         name = name or P.DEFAULT_SECTION
         store = get_store()
         stored = store.get_configuration(self._id, name) if self._executing else None
@@ -395,7 +396,8 @@ class Task:
                         False, auto_pickle: bool = True, preview: Any = None,
                         wait_on_upload: bool = True, **_clearml_only: Any) -> bool:
         """Store ``artifact_object`` as artifact ``name`` of this task (replacing one of the
-        same name). Identical content is stored once; small values live in the database."""
+        same name). Identical content is stored once; small values live in the database.
+        """
         check_name("artifact", name)
         if isinstance(artifact_object, os.PathLike) and not os.path.exists(artifact_object):
             raise SerializationError(f"artifact {name!r}: no such file or folder "

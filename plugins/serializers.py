@@ -192,7 +192,8 @@ class FolderSerializer(Serializer):
 
 class PickleSerializer(Serializer):
     """Anything else, with cloudpickle (protocol 5); loading runs code, so the digest is
-    always verified first."""
+    always verified first.
+    """
 
     name = "pickle"
     priority = -1000

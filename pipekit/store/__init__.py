@@ -378,7 +378,8 @@ class Store:
 
         def upsert() -> None:
             fields = dict(digest=ref.digest, size=ref.size, serializer=ref.serializer,
-                          type=ref.type, filename=ref.filename, inline=ref.inline, metadata=meta, preview=preview,
+                          type=ref.type, filename=ref.filename, inline=ref.inline,
+                          metadata=meta, preview=preview,
                           created=now)
             (t.Artifact.insert(task=task_id, name=name, **fields)
              .on_conflict(conflict_target=[t.Artifact.task, t.Artifact.name],
