@@ -15,6 +15,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -e '.[test]'
+	$(PIP) install -e tests/plugins/pipekit-example-serializer
 	touch $@
 
 demo: $(VENV)/.base
@@ -27,7 +28,7 @@ test-all: $(VENV)/.test
 	$(PY) -m pytest -q -m "slow or not slow"
 
 bench: $(VENV)/.test
-	$(PY) -m benchmarks
+	$(PY) tests/bench/run.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check pipekit plugins migrations tests docs/examples

@@ -31,6 +31,7 @@ class _ScalarBuffer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._flushing = threading.RLock()  # one flush at a time (RLock: a hook may report)
         self._points: dict[str, list[tuple[str, str, int, float, float]]] = {}
         self._count = 0
         self._wake = threading.Event()
@@ -63,13 +64,23 @@ class _ScalarBuffer:
                     return
 
     def flush(self, task_id: str | None = None) -> None:
-        """Write pending points (of one task, or all) in one transaction per task."""
+        """Write pending points (of one task, or all) in one transaction per task.
+
+        Waits for a flush already under way in another thread (it may hold this task's
+        points), so when this returns every point added before the call is stored.
+        """
+        with self._flushing:
+            self._flush(task_id)
+
+    def _flush(self, task_id: str | None) -> None:
         with self._lock:
             if task_id is None:
                 batches, self._points = self._points, {}
             else:
                 batches = {task_id: self._points.pop(task_id, [])}
             self._count = sum(len(v) for v in self._points.values())
+        if not any(batches.values()):
+            return  # nothing to write: do not open (or fail to open) the store
         store = get_store()
         for tid, points in batches.items():
             if not points:

@@ -95,7 +95,12 @@ def make_plugin_manager(blocked: Iterable[str] = (), only: Iterable[str] | None 
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} from {dist or '?'} failed to import: {exc}",
                               plugin=ep.name) from exc
-        pm.register(plugin, name=ep.name)
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:  # e.g. a hookimpl argument the spec lacks
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"plugin {ep.name!r} from {dist or '?'} is invalid: {detail}",
+                              plugin=ep.name) from exc
         pm.dists[ep.name] = ep.dist
         found = found or dist == CORE_DIST
     if not found and allowed_dists != set():

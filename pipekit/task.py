@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import builtins
 import json
 import os
 import signal
@@ -626,7 +627,11 @@ def _patch_argparse() -> None:
             if action.dest in stored and action.dest in values and values[action.dest] is None \
                     and callable(action.type):
                 p = stored[action.dest]
-                setattr(ns, action.dest, action.type(p.value))
+                try:
+                    setattr(ns, action.dest, action.type(p.value))
+                except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                    raise ParameterError(f"parameter {p.key!r}: cannot read {p.value!r} "
+                                         f"for argument {action.dest!r} ({exc})", p.key) from exc
                 values.pop(action.dest)
         _connect_attrs(task, ns, "Args", values)
         return ns, extras
@@ -668,6 +673,11 @@ class _Lifecycle:
         self._orig_excepthook = sys.excepthook
         sys.exit = self._exit  # type: ignore[assignment]
         sys.excepthook = self._excepthook
+        # site's exit()/quit() raise SystemExit themselves, bypassing sys.exit.
+        self._orig_builtins = {n: getattr(builtins, n) for n in ("exit", "quit")
+                               if hasattr(builtins, n)}
+        for n in self._orig_builtins:
+            setattr(builtins, n, self._exit)
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, self._sigterm)
@@ -697,6 +707,8 @@ class _Lifecycle:
         self.done = True
         sys.exit = self._orig_exit
         sys.excepthook = self._orig_excepthook
+        for n, fn in self._orig_builtins.items():
+            setattr(builtins, n, fn)
         try:
             flush_metrics(self.task.id)
         finally:

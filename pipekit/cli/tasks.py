@@ -8,6 +8,7 @@ import click
 
 from ..errors import PipekitError
 from ..models import Status
+from ..params import split_name
 from .render import emit_json, json_option, listing, table, when
 
 
@@ -103,6 +104,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise PipekitError(f"--param {pair!r} is not of the form Section/key=value")
+        split_name(key.strip())  # a malformed name fails before anything is created
         out[key.strip()] = value
     return out
 
