@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from .errors import PluginError, SerializationError
+from .hashing import digest_file
 from .models import NAME_RE, ObjectRef
 from .store import Store
 from .store.blobs import verify_inline
@@ -84,7 +85,7 @@ def serializers() -> list[Serializer]:
 
 
 def _build_registry() -> list[Serializer]:
-    from .plugin_manager import get_plugin_manager
+    from .plugin_manager import call_each
 
     found: list[tuple[Serializer, str]] = []
     current = {"plugin": "?"}
@@ -101,10 +102,8 @@ def _build_registry() -> list[Serializer]:
                                   plugin=current["plugin"])
         found.append((serializer, current["plugin"]))
 
-    pm = get_plugin_manager()
-    for impl in reversed(pm.hook.pipekit_serializers.get_hookimpls()):
-        current["plugin"] = impl.plugin_name
-        impl.function(register=register)
+    call_each("pipekit_serializers", before=lambda name: current.update(plugin=name),
+              register=register)
     ordered = sorted(enumerate(found), key=lambda item: (-item[1][0].priority, item[0]))
     return [s for _, (s, _) in ordered]
 
@@ -190,13 +189,18 @@ def object_path(store: Store, ref: ObjectRef, name: str) -> Path:
 def local_copy(store: Store, ref: ObjectRef, name: str) -> Path:
     """A local file (or folder) a user may read or change without harming the store.
 
-    Copies live in ``PIPEKIT_HOME/cache/objects/<digest>/<filename>`` and are made once.
+    Copies live in ``PIPEKIT_HOME/cache/objects/<digest>/<filename>``. A file copy is
+    re-verified on reuse and made afresh if it was changed; an extracted folder is reused
+    as it is.
     """
     serializer = serializer_named(ref.serializer)
     folder = store.settings.cache_dir / "objects" / ref.digest
     dest = folder / ref.filename
-    if dest.exists():
+    if dest.is_file() and digest_file(dest) == ref.digest:
+        return dest  # a file copy is reused only while it still holds the object's bytes
+    if dest.is_dir():
         return dest
+    dest.unlink(missing_ok=True)  # an edited copy: make it afresh
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     src = object_path(store, ref, name)
     tmp = folder / f".{ref.filename}.partial-{threading.get_ident()}"

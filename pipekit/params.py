@@ -125,3 +125,20 @@ def _literal(text: str) -> Any:
 def cast_param(param: ParamInfo) -> Any:
     """A stored parameter as a value of the type it was connected with."""
     return cast(param.value, stored_type=param.type, name=param.key)
+
+
+def typed_overrides(existing: Mapping[str, ParamInfo], overrides: Mapping[str, str]
+                    ) -> dict[str, Any]:
+    """Text overrides (``--param Args/epochs=3``) as values of each existing parameter's type.
+
+    A new key stays text. Every name and cast is checked before anything is written.
+
+    :raises ParameterError: a malformed name, or text that the parameter's type cannot read.
+    """
+    out: dict[str, Any] = {}
+    for full, text in overrides.items():
+        section, key = split_name(full)
+        name = f"{section}/{key}"
+        param = existing.get(name)
+        out[name] = text if param is None else cast(text, stored_type=param.type, name=name)
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
 
@@ -22,7 +22,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PipekitError, PluginError
 
 log = logging.getLogger("pipekit.plugins")
 
@@ -142,15 +142,47 @@ def set_plugin_manager(pm: pluggy.PluginManager | None) -> None:
     artifacts.reset_registry()
 
 
+def _impls(hook_name: str) -> list[Any]:
+    """The implementations of a hook in pluggy's call order (last registered first)."""
+    return list(reversed(getattr(get_plugin_manager().hook, hook_name).get_hookimpls()))
+
+
+def _call(impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
+    # Called one by one (not through pm.hook) so each error is attributed to its plugin;
+    # PIPEKIT_TRACE_PLUGINS still sees every call through this debug line.
+    log.debug("hook %s -> plugin %r", hook_name, impl.plugin_name)
+    return impl.function(**{k: kwargs[k] for k in impl.argnames})
+
+
 def notify(hook_name: str, **kwargs: Any) -> None:
     """Call an observer hook; a plugin's exception is logged, never raised."""
-    pm = get_plugin_manager()
-    caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):
+    for impl in _impls(hook_name):
         try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
+            _call(impl, hook_name, kwargs)
         except Exception:
             log.exception("plugin %r failed in %s; continuing", impl.plugin_name, hook_name)
+
+
+def call_each(hook_name: str, before: Callable[[str], None] | None = None,
+              **kwargs: Any) -> list[Any]:
+    """Call a registration or decision hook; a plugin's exception becomes a
+    :class:`PluginError` naming the plugin (a ``PipekitError`` it raised passes through).
+
+    :param before: called with each plugin's name before its implementation runs (lets a
+        ``register`` callback know who is registering).
+    """
+    results = []
+    for impl in _impls(hook_name):
+        if before is not None:
+            before(impl.plugin_name)
+        try:
+            results.append(_call(impl, hook_name, kwargs))
+        except PipekitError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                              f"{type(exc).__name__}: {exc}", plugin=impl.plugin_name) from exc
+    return results
 
 
 def has_impls(hook_name: str) -> bool:

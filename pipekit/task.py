@@ -355,6 +355,10 @@ class Task:
         return {key: P.cast_param(p) if cast else p.value
                 for key, p in get_store().get_parameters(self._id).items()}
 
+    def get_parameters_info(self) -> dict[str, ParamInfo]:
+        """``{"Section/key": ParamInfo}``: each parameter's text, type and description."""
+        return get_store().get_parameters(self._id)
+
     def get_parameters_as_dict(self, cast: bool = False) -> dict[str, dict[str, Any]]:
         """Nested ``{"Section": {"key": value}}``."""
         out: dict[str, dict[str, Any]] = {}

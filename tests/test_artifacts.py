@@ -555,3 +555,25 @@ def test_folder_object_whose_zip_escapes_is_not_extracted(task, store, tmp_path)
     with pytest.raises(Exception, match="escapes"):
         task.artifacts["zipslip"].get()
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_an_edited_local_copy_is_made_afresh(task, tmp_path):
+    src = tmp_path / "data.csv"
+    src.write_bytes(b"a,b\n1,2\n")
+    task.upload_artifact("data", src)
+    first = Path(task.artifacts["data"].get_local_copy())
+    first.write_bytes(b"tampered by the user\n")
+    again = Path(task.artifacts["data"].get())
+    assert again.read_bytes() == b"a,b\n1,2\n"
+
+
+def test_temp_files_left_by_killed_writers_are_swept(pipekit_home):
+    store = Store()
+    tmp = store.blobs.tmp_dir()
+    stale, fresh = tmp / "obj-stale", tmp / "obj-fresh"
+    stale.write_bytes(b"x" * 10)
+    fresh.write_bytes(b"y" * 10)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    assert store.blobs.sweep_tmp() == 1
+    assert not stale.exists() and fresh.exists()  # a live writer's file is left alone

@@ -371,3 +371,20 @@ def test_a_newer_store_is_refused_in_process_too(newer_store):
     assert result.stderr.startswith("Error: store ") and "999" in result.stderr
     with pytest.raises(Exception, match="newer than this pipekit"):
         get_store()
+
+
+def test_clone_param_overrides_keep_the_parameter_type(script):
+    task = Task.create(project_name="proj", task_name="typed", script=str(script),
+                       argparse_args=[("epochs", 5), ("lr", 0.1), ("fast", True)])
+    new_id = invoke("tasks", "clone", task.id, "--param", "Args/epochs=3",
+                    "--param", "Args/fast=false", "--param", "New/key=7").stdout.strip()
+    typed = Task(new_id).get_parameters(cast=True)
+    assert typed == {"Args/epochs": 3, "Args/lr": 0.1, "Args/fast": False, "New/key": "7"}
+
+
+def test_clone_param_of_the_wrong_type_is_refused_before_cloning(script):
+    task = Task.create(project_name="proj", task_name="typed", script=str(script),
+                       argparse_args=[("epochs", 5)])
+    result = invoke("tasks", "clone", task.id, "--param", "Args/epochs=abc", code=1)
+    assert "Args/epochs" in result.stderr and "'abc'" in result.stderr
+    assert Task.get_tasks() == [task]

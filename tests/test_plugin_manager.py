@@ -390,3 +390,35 @@ def test_every_builtin_plugin_module_is_an_entry_point():
     modules = {f"pipekit_plugins.{p.stem}" for p in (ROOT / "plugins").glob("*.py")
                if p.stem != "__init__"}
     assert modules and modules == declared
+
+
+def test_a_serializer_plugin_that_raises_is_named(monkeypatch):
+    class Broken:
+        @pipekit.hookimpl
+        def pipekit_serializers(self, register):
+            raise RuntimeError("cannot import my backend")
+
+    pm = make_plugin_manager(dists={"pipekit"})
+    pm.register(Broken(), name="broken")
+    set_plugin_manager(pm)
+    with pytest.raises(PluginError, match="'broken' failed in pipekit_serializers.*backend"):
+        serializers()
+
+
+def test_a_command_plugin_that_raises_is_a_one_line_cli_error(monkeypatch, tmp_path, capsys):
+    from pipekit.cli import main
+
+    _fake_entry_point(monkeypatch, tmp_path, "pk_bad_commands", """
+        import pipekit
+
+        @pipekit.hookimpl
+        def pipekit_register_commands(cli):
+            raise RuntimeError("boom in commands")
+    """)
+    set_plugin_manager(None)
+    with pytest.raises(SystemExit) as info:
+        main(["plugins"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and err.count("\n") == 1
+    assert "'pk_bad_commands'" in err and "boom in commands" in err

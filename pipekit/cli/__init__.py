@@ -53,9 +53,9 @@ def _register() -> None:
 
 
 def _register_plugin_commands() -> None:
-    from ..plugin_manager import get_plugin_manager
+    from ..plugin_manager import call_each
 
-    get_plugin_manager().hook.pipekit_register_commands(cli=cli)
+    call_each("pipekit_register_commands", cli=cli)
 
 
 _register()

@@ -8,7 +8,6 @@ import click
 
 from ..errors import PipekitError
 from ..models import Status
-from ..params import split_name
 from .render import emit_json, json_option, listing, table, when
 
 
@@ -104,7 +103,6 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise PipekitError(f"--param {pair!r} is not of the form Section/key=value")
-        split_name(key.strip())  # a malformed name fails before anything is created
         out[key.strip()] = value
     return out
 
@@ -119,10 +117,12 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 def clone(task_id: str, name: str | None, project: str | None, params: tuple[str, ...],
           as_json: bool) -> None:
     """Clone a task into a new draft, optionally with changed parameters."""
+    from ..params import typed_overrides
     from ..task import Task
 
-    overrides = parse_params(params)
-    new = Task.clone(task_id, name=name, project=project)
+    source = Task.get_task(task_id)
+    overrides = typed_overrides(source.get_parameters_info(), parse_params(params))
+    new = Task.clone(source, name=name, project=project)
     if overrides:
         new.set_parameters(overrides)
     if as_json:

@@ -91,6 +91,7 @@ class Store:
         self.blobs = BlobStore(self.settings.artifacts_dir)
         if upgrade:
             self.upgrade()
+            self.blobs.sweep_tmp()
 
     # -- lifecycle --------------------------------------------------------------------------
 

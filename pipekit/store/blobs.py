@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import attrs
@@ -103,6 +104,25 @@ class BlobStore:
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         return tmp
+
+    def sweep_tmp(self, older_than: float = 3600.0) -> int:
+        """Remove temp files that writers killed mid-write left behind; returns how many.
+
+        Only old files go: a live writer's temp file is seconds old.
+        """
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in os.scandir(tmp):
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def sink(self, inline_limit: int = INLINE_LIMIT) -> BlobSink:
         return BlobSink(self, inline_limit)

@@ -40,10 +40,13 @@ def open_database(settings: Settings) -> peewee.Database:
     """A peewee database for ``settings.db_url``; SQLite files are created mode 0600."""
     path = settings.sqlite_path
     if path is None:
+        from playhouse.db_url import connect
+
         try:
-            from playhouse.db_url import connect
-        except ImportError as exc:  # pragma: no cover - playhouse ships with peewee
-            raise StoreError(f"cannot open {settings.db_url}: {exc}") from exc
+            import psycopg2  # noqa: F401
+        except ImportError as exc:
+            raise StoreError(f"cannot open {settings.db_url!r}: PostgreSQL needs the "
+                             "'postgres' extra (pip install 'pipekit[postgres]')") from exc
         try:
             return connect(settings.db_url)
         except Exception as exc:
