@@ -40,18 +40,7 @@ from pipekit.models import ObjectRef, check_name
 from pipekit.store import Store
 from pipekit.store import tables as t
 from pipekit.task import Task
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.005):
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+from pipekit.testing import wait_until
 
 
 def objects(home: Path) -> list[Path]:

@@ -23,6 +23,7 @@ import pytest
 from pipekit.errors import StoreTooNew
 from pipekit.store import Store, get_store, migrate
 from pipekit.store import tables as t
+from pipekit.testing import wait_until
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STORE_V1 = FIXTURES / "store_v1"
@@ -40,16 +41,6 @@ def _load_generator():
 gen = _load_generator()
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.005):
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def dump(path: Path) -> dict[str, list[tuple]]:
