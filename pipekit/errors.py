@@ -158,3 +158,127 @@ class PluginError(PipekitError):
     def __init__(self, message: str, plugin: str | None = None) -> None:
         self.plugin = plugin
         super().__init__(message)
+
+
+# -- pipeline definitions ---------------------------------------------------------------------
+
+import difflib  # noqa: E402  (this section was appended; the imports stay next to their use)
+from collections.abc import Iterable  # noqa: E402
+
+
+class DefinitionError(PipekitError, ValueError):
+    """A pipeline definition is invalid; raised while it is built, before anything runs.
+
+    ``.step`` names the step at fault (``None`` when no single step is).
+    """
+
+    def __init__(self, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(message)
+
+
+def _did_you_mean(value: object, known: Iterable[object]) -> str:
+    """``"did you mean 'x'?"`` for the names in ``known`` close to ``value``, or ``""``."""
+    if not isinstance(value, str):
+        return ""
+    names = [k for k in known if isinstance(k, str)]
+    matches = difflib.get_close_matches(value, names, n=3)
+    return "did you mean " + " or ".join(repr(m) for m in matches) + "?" if matches else ""
+
+
+class InvalidStepName(DefinitionError):
+    """A step name is not usable (``dag.STEP_NAME_RE``, not ``pipeline``): step names become
+    parts of task names and of ``${step.…}`` references.
+    """
+
+    kind = "step"
+
+    def __init__(self, step: object) -> None:
+        self.name = step
+        super().__init__(
+            f"invalid step name {step!r}: use 1-128 characters from A-Z a-z 0-9 _ -, "
+            "starting with a letter or digit ('pipeline' is reserved)",
+            step=step,  # type: ignore[arg-type]
+        )
+
+
+class DuplicateStepError(DefinitionError):
+    """Two steps of one pipeline have the same name."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(
+            f"step {step!r} is defined twice: give each step of a pipeline a unique name",
+            step=step,
+        )
+
+
+class UnknownParentError(DefinitionError):
+    """A step lists a parent that is not a step of the pipeline."""
+
+    def __init__(self, step: str, parent: str, known: Iterable[object] = ()) -> None:
+        self.parent = parent
+        hint = _did_you_mean(parent, known)
+        fix = hint or f"add a step named {parent!r} or remove it from the parents of {step!r}"
+        super().__init__(f"step {step!r} has unknown parent {parent!r}: {fix}", step=step)
+
+
+class UnknownStepError(DefinitionError, KeyError):
+    """A step was asked for by a name the pipeline does not have."""
+
+    def __init__(self, step: str, known: Iterable[object] = ()) -> None:
+        hint = _did_you_mean(step, known)
+        super().__init__(f"unknown step {step!r}" + (f": {hint}" if hint else ""), step=step)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class PipelineCycleError(DefinitionError):
+    """The steps' parents form a loop, so no step of the loop could ever start."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = list(cycle)
+        loop = " -> ".join(self.cycle)
+        super().__init__(
+            f"steps form a cycle: {loop} (each step is a parent of the next); "
+            "remove one of these parent links",
+            step=self.cycle[0] if self.cycle else None,
+        )
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class BadReference(DefinitionError):
+    """A ``${...}`` reference is malformed: unterminated, empty, of an unknown kind, with a bad
+    model index … ``.value`` is the offending reference text, ``.reason`` what is wrong with it.
+    """
+
+    def __init__(self, value: str, reason: str, step: str | None = None) -> None:
+        self.value, self.reason = value, reason
+        where = f"step {step!r}: " if step is not None else ""
+        super().__init__(f"{where}bad reference {_shorten(value)!r}: {reason}", step=step)
+
+
+class UnknownReference(DefinitionError):
+    """A reference names a step or pipeline parameter that the pipeline does not have.
+
+    ``.step`` is the referring step, ``.ref`` the reference text, ``.missing`` the unknown
+    name and ``.what`` what it should have named (``"step"`` or ``"pipeline parameter"``).
+    """
+
+    def __init__(self, step: str, ref: str, known: Iterable[object] = (), *,
+                 missing: str | None = None, what: str = "step") -> None:
+        self.ref, self.missing, self.what = ref, missing, what
+        self.known = sorted(str(k) for k in known)
+        name = f" {missing!r}" if missing is not None else ""
+        hint = _did_you_mean(missing, self.known)
+        if not hint:
+            shown = ", ".join(repr(k) for k in self.known[:10])
+            more = ", …" if len(self.known) > 10 else ""
+            hint = f"known {what}s: {shown}{more}" if self.known else f"no {what}s are defined"
+        super().__init__(
+            f"step {step!r} refers to unknown {what}{name} in {_shorten(ref)!r}: {hint}",
+            step=step,
+        )

@@ -267,3 +267,207 @@ def serializer_values(draw: st.DrawFn) -> tuple[str, Any]:
         "pickle": pickle_only_values(),
     }[kind]
     return kind, draw(strategy)
+
+
+# -- pipeline DAGs ----------------------------------------------------------------------------
+#
+# A DAG is described as data, ``{step: [parents]}``, in the order the steps are added; the
+# strategies build acyclic ones by construction (a step's parents are drawn from the steps
+# before it), so that mapping's order is always a topological order. :func:`dags` builds the
+# :class:`pipekit.dag.Dag`; the named shapes (kedro's ``fan_out_fan_in`` and friends) are plain
+# functions for example-based tests.
+
+
+def step_names() -> st.SearchStrategy[str]:
+    """A name ``Dag.add`` accepts: ``[A-Za-z0-9][A-Za-z0-9_-]*`` (no dots), not ``pipeline``."""
+    return st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}", fullmatch=True).filter(
+        lambda s: s != "pipeline")
+
+
+@st.composite
+def dag_edges(draw: st.DrawFn, min_size: int = 0, max_size: int = 12,
+              max_parents: int = 3) -> dict[str, list[str]]:
+    """``{step: [parents]}`` of an acyclic DAG; each step's parents come from earlier steps."""
+    names = draw(st.lists(step_names(), min_size=min_size, max_size=max_size, unique=True))
+    edges: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        edges[name] = draw(st.lists(st.sampled_from(names[:i]), max_size=max_parents,
+                                    unique=True)) if i else []
+    return edges
+
+
+def dags(min_size: int = 0, max_size: int = 12, max_parents: int = 3) -> st.SearchStrategy[Any]:
+    """A :class:`pipekit.dag.Dag` built from :func:`dag_edges`, steps added parents-first."""
+    from pipekit.dag import Dag
+
+    return dag_edges(min_size, max_size, max_parents).map(Dag.from_edges)
+
+
+@st.composite
+def reordered_edges(draw: st.DrawFn, edges: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The same DAG as ``edges`` with its steps, and each step's parents, in another order."""
+    names = draw(st.permutations(list(edges)))
+    return {name: draw(st.permutations(edges[name])) for name in names}
+
+
+def chain(n: int, prefix: str = "step") -> dict[str, list[str]]:
+    """``step0 -> step1 -> … -> step{n-1}``."""
+    return {f"{prefix}{i}": [f"{prefix}{i - 1}"] if i else [] for i in range(n)}
+
+
+def fan_out_fan_in(width: int = 3) -> dict[str, list[str]]:
+    """``source`` feeding ``width`` independent branches that all feed ``sink``."""
+    branches = [f"branch{i}" for i in range(width)]
+    return {"source": [], **{b: ["source"] for b in branches}, "sink": branches}
+
+
+def diamond() -> dict[str, list[str]]:
+    """``a`` feeds ``b`` and ``c``, which both feed ``d``."""
+    return {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+
+
+def layered(depth: int, width: int, fan_in: int = 2) -> dict[str, list[str]]:
+    """``depth`` layers of ``width`` steps; each step below the first has ``fan_in`` parents
+    in the layer above (``L{k}_{j}`` waits for ``L{k-1}_{j}``, ``L{k-1}_{j+1}`` … mod width)."""
+    edges: dict[str, list[str]] = {}
+    for k in range(depth):
+        for j in range(width):
+            parents = {f"L{k - 1}_{(j + d) % width}" for d in range(fan_in)} if k else set()
+            edges[f"L{k}_{j}"] = sorted(parents)
+    return edges
+
+
+# -- ${...} references ------------------------------------------------------------------------
+#
+# :func:`references` draws a :class:`pipekit.references.Ref` whose ``text`` is written here from
+# the grammar (not by pipekit), so ``parse(ref.text) == ref`` checks the parser against an
+# independent spelling. :func:`texts_with_references` embeds some in filler text;
+# :func:`reference_fuzz_text` is arbitrary text rich in the parser's special characters.
+
+#: Words that a return value of a function step cannot be called (they mean something else).
+REFERENCE_KEYWORDS = ("id", "parameters", "artifacts", "models")
+#: Pieces of reference syntax that fuzzed text is built from, next to arbitrary characters.
+REFERENCE_FRAGMENTS = ("${", "$", "{", "}", "$$", "}}", ".", "..", ":", "env:", "pipeline",
+                       "pipeline.", ".id", ".parameters.", "General/x", ".artifacts.", ".url",
+                       ".models.", "output", "input", ".-1", ".0", "-", "/", " ", "\n", "\x00",
+                       "step", "é", "\u202e", "9" * 30)
+
+
+def _printable_chars(exclude: str) -> st.SearchStrategy[str]:
+    """One printable character (``str.isprintable``) not in ``exclude``; space included."""
+    return st.one_of(st.characters(blacklist_categories=("C", "Z"), blacklist_characters=exclude),
+                     st.just(" "))
+
+
+def reference_steps() -> st.SearchStrategy[str]:
+    """A step name a reference can address: a valid step name without ``.`` (the separator),
+    or any printable text without ``. : { }`` and without spaces at its ends; never
+    ``pipeline``."""
+    plain = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}", fullmatch=True)
+    odd = st.text(_printable_chars(".:{}"), min_size=1, max_size=12).filter(
+        lambda s: s == s.strip())
+    return st.one_of(plain, odd).filter(lambda s: s != "pipeline")
+
+
+@st.composite
+def reference_names(draw: st.DrawFn, dots: bool = True) -> str:
+    """A name inside a reference (parameter, artifact, return value …): printable text without
+    ``{`` ``}`` or spaces at its ends; with ``dots``, one to three such parts joined by ``.``."""
+    part = st.text(_printable_chars(".{}"), min_size=1, max_size=10).filter(
+        lambda s: s == s.strip())
+    parts = draw(st.lists(part, min_size=1, max_size=3 if dots else 1))
+    return ".".join(parts)
+
+
+@st.composite
+def references(draw: st.DrawFn) -> Any:
+    """A well-formed :class:`pipekit.references.Ref` of any kind, with its source text."""
+    from pipekit.references import Kind, Ref
+
+    kind = draw(st.sampled_from(list(Kind)))
+    if kind is Kind.PIPELINE:
+        name = draw(reference_names())
+        return Ref(kind=kind, name=name, text=f"${{pipeline.{name}}}")
+    if kind is Kind.ENV:
+        name = draw(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True))
+        return Ref(kind=kind, name=name, text=f"${{env:{name}}}")
+    step = draw(reference_steps())
+    if kind is Kind.ID:
+        return Ref(kind=kind, step=step, text=f"${{{step}.id}}")
+    if kind is Kind.PARAMETER:
+        section = draw(st.sampled_from(["", "General/", "Args/", "kwargs/"]))
+        name = section + draw(reference_names())
+        return Ref(kind=kind, step=step, name=name, text=f"${{{step}.parameters.{name}}}")
+    if kind is Kind.ARTIFACT:
+        name = draw(reference_names().filter(lambda n: "." not in n or not n.endswith(".url")))
+        return Ref(kind=kind, step=step, name=name, text=f"${{{step}.artifacts.{name}}}")
+    if kind is Kind.ARTIFACT_URL:
+        name = draw(reference_names())
+        return Ref(kind=kind, step=step, name=name, text=f"${{{step}.artifacts.{name}.url}}")
+    if kind is Kind.MODEL:
+        which = draw(st.sampled_from(["output", "input"]))
+        index = draw(st.integers(min_value=-999_999, max_value=999_999))
+        attr = draw(st.sampled_from(["id", "url"]))
+        return Ref(kind=kind, step=step, name=which, index=index, attr=attr,
+                   text=f"${{{step}.models.{which}.{index}.{attr}}}")
+    name = draw(reference_names(dots=False).filter(lambda n: n not in REFERENCE_KEYWORDS))
+    return Ref(kind=kind, step=step, name=name, text=f"${{{step}.{name}}}")
+
+
+def reference_free_text(max_size: int = 20) -> st.SearchStrategy[str]:
+    """Text without ``${`` but with plenty of ``$``, ``{``, ``}`` and ``.``."""
+    alphabet = st.one_of(st.sampled_from("${}.: -/"), st.characters(blacklist_categories=("Cs",)))
+    return st.text(alphabet, max_size=max_size).filter(lambda s: "${" not in s)
+
+
+@st.composite
+def texts_with_references(draw: st.DrawFn, max_refs: int = 4) -> tuple[str, list[Any]]:
+    """``(text, refs)``: the references in ``refs`` embedded, in order, in filler text that
+    holds no ``${`` (a filler's last ``$`` meets a reference's own ``${``: ``$${`` forms no
+    extra reference)."""
+    refs = draw(st.lists(references(), max_size=max_refs))
+    fillers = draw(st.lists(reference_free_text(), min_size=len(refs) + 1,
+                            max_size=len(refs) + 1))
+    pairs = zip(refs, fillers[1:], strict=True)
+    text = fillers[0] + "".join(ref.text + filler for ref, filler in pairs)
+    return text, refs
+
+
+def reference_fuzz_text(max_pieces: int = 12) -> st.SearchStrategy[str]:
+    """Arbitrary text made of reference syntax fragments, special and arbitrary characters
+    (unicode, controls, NUL): most of it malformed, some of it well formed."""
+    junk = st.one_of(st.sampled_from(REFERENCE_FRAGMENTS),
+                     st.text(st.characters(blacklist_categories=("Cs",)), max_size=6))
+    piece = st.one_of(
+        junk,
+        references().map(lambda ref: ref.text),
+        _mutated_references(),
+        st.lists(junk, max_size=5).map(lambda parts: "${" + "".join(parts) + "}"),
+    )
+    return st.lists(piece, max_size=max_pieces).map("".join)
+
+
+@st.composite
+def _mutated_references(draw: st.DrawFn) -> str:
+    """A well-formed reference with one slice of it replaced by a fragment or a character."""
+    text = draw(references()).text
+    start = draw(st.integers(min_value=0, max_value=len(text)))
+    stop = draw(st.integers(min_value=start, max_value=min(len(text), start + 3)))
+    new = draw(st.one_of(st.sampled_from(REFERENCE_FRAGMENTS), st.characters(
+        blacklist_categories=("Cs",)), st.just("")))
+    return text[:start] + new + text[stop:]
+
+
+def reference_fuzz_values() -> st.SearchStrategy[Any]:
+    """Fuzzed text nested in lists, tuples and dicts (text keys), with a few non-text leaves."""
+    leaves = st.one_of(reference_fuzz_text(), st.none(), st.integers(), st.binary(max_size=4))
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.lists(children, max_size=4).map(tuple),
+            st.dictionaries(st.one_of(reference_fuzz_text(max_pieces=4), st.integers()),
+                            children, max_size=4),
+        ),
+        max_leaves=12,
+    )
