@@ -7,6 +7,7 @@ environment too, which is how step subprocesses and agents inherit the location.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -50,8 +51,15 @@ class Settings:
 def get_settings() -> Settings:
     """Settings from the environment (``PIPEKIT_HOME``, ``PIPEKIT_DB``)."""
     raw_home = os.environ.get(HOME_ENV) or DEFAULT_HOME
-    home = Path(raw_home).expanduser().resolve()
-    db_url = os.environ.get(DB_ENV) or f"sqlite:///{home / 'pipekit.db'}"
+    relative_to = None if os.path.isabs(os.path.expanduser(raw_home)) else os.getcwd()
+    return _settings_for(raw_home, os.environ.get(DB_ENV), relative_to)
+
+
+@functools.lru_cache(maxsize=16)
+def _settings_for(raw_home: str, raw_db: str | None, relative_to: str | None) -> Settings:
+    # Cached by the raw values: resolving a path costs system calls on every store access.
+    home = (Path(relative_to or "/") / Path(raw_home).expanduser()).resolve()
+    db_url = raw_db or f"sqlite:///{home / 'pipekit.db'}"
     if not db_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(
             f"{DB_ENV}={db_url!r} is not a supported database URL: "

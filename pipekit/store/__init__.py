@@ -42,9 +42,11 @@ from ..models import (
     sources_of,
 )
 from . import migrate
+from . import statements as sql
 from . import tables as t
 from .blobs import BlobStore
 from .db import open_database, read_schema_version, write
+from .statements import for_db as sql_for
 
 T = TypeVar("T")
 
@@ -89,6 +91,7 @@ class Store:
         self.db = open_database(self.settings)
         t.proxy.initialize(self.db)
         self.blobs = BlobStore(self.settings.artifacts_dir)
+        self._projects: dict[str, int] = {}
         if upgrade:
             self.upgrade()
             self.blobs.sweep_tmp()
@@ -126,12 +129,18 @@ class Store:
 
     # -- projects ---------------------------------------------------------------------------
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one of the hot-path statements of :mod:`.statements`; returns the cursor."""
+        return self.db.execute_sql(sql_for(sql, self.db.param), params)
+
     def _project_id(self, name: str) -> int:
-        row = t.Project.get_or_none(t.Project.name == name)
-        if row is not None:
-            return row.id
-        t.Project.insert(name=name, created=time.time()).on_conflict_ignore().execute()
-        return t.Project.get(t.Project.name == name).id
+        # Projects are never deleted, so an id once seen stays valid for this store.
+        project_id = self._projects.get(name)
+        if project_id is None:
+            self._sql(sql.INSERT_PROJECT, (name, time.time()))
+            (project_id,) = self._sql(sql.SELECT_PROJECT, (name,)).fetchone()
+            self._projects[name] = project_id
+        return project_id
 
     def list_projects(self) -> list[str]:
         self._check()
@@ -152,31 +161,40 @@ class Store:
         log_path = str(self.settings.logs_dir / f"{task_id}.log")
         started = now if status == Status.in_progress else None
 
+        script = dict(script or {})
+        tags = tuple(dict.fromkeys(tags))
+        row = (task_id, None, name, str(type), str(status), "", parent, json.dumps(script),
+               code_digest, code, now, started, now, json.dumps(list(tags)), log_path,
+               False, "", 0)
+
         def insert() -> None:
-            project_id = self._project_id(project)
-            t.Task.insert(
-                id=task_id, project=project_id, name=name, type=str(type),
-                status=str(status), parent=parent, script=json.dumps(dict(script or {})),
-                code_digest=code_digest, code=code, created=now, started=started,
-                last_update=now, tags=json.dumps(list(dict.fromkeys(tags))),
-                log_path=log_path,
-            ).execute()
+            self._sql(sql.INSERT_TASK, (row[0], self._project_id(project), *row[2:]))
             self._put_params(task_id, params)
             for cname, (value, kind) in (configurations or {}).items():
                 t.Configuration.insert(task=task_id, name=cname, value=value,
                                        kind=kind).execute()
 
         self.write(insert)
-        return self.get_task(task_id)
+        return TaskInfo(id=task_id, project=project, name=name, type=str(type),
+                        status=str(status), parent=parent, script=script,
+                        code_digest=code_digest, created=now, started=started,
+                        last_update=now, tags=tags, log_path=log_path)
 
     def get_task(self, task_id: str) -> TaskInfo:
         """:raises TaskNotFound: no task has this id."""
         self._check()
-        row = (t.Task.select(t.Task, t.Project.name.alias("project_name"))
-               .join(t.Project).where(t.Task.id == task_id).objects().get_or_none())
+        row = self._sql(sql.SELECT_TASK, (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(task_id)
-        return _task_info(row, row.project_name)
+        (tid, project, name, type_, status, reason, parent, script, code_digest, created,
+         started, ended, last_update, worker, tags, archived, comment, log_path,
+         log_size) = row
+        return TaskInfo(id=tid, project=project, name=name, type=type_, status=status,
+                        status_reason=reason, parent=parent, script=json.loads(script),
+                        code_digest=code_digest, created=created, started=started,
+                        ended=ended, last_update=last_update, worker=worker,
+                        tags=tuple(json.loads(tags)), archived=bool(archived),
+                        comment=comment, log_path=log_path, log_size=log_size)
 
     def find_tasks(self, *, project: str | None = None, name: str | None = None,
                    tags: Sequence[str] = (), status: Sequence[str] = (),
@@ -271,13 +289,12 @@ class Store:
             fields["ended"] = now
         elif new == Status.created:
             fields.update(started=None, ended=None)
-        allowed = [s.value for s in sources_of(new)]
+        allowed = () if force else tuple(s.value for s in sources_of(new))
+        statement = sql.set_status(tuple(fields), len(allowed))
+        params = (*fields.values(), task_id, *allowed)
 
         def update() -> int:
-            query = t.Task.update(**fields).where(t.Task.id == task_id)
-            if not force:
-                query = query.where(t.Task.status.in_(allowed))
-            return query.execute()
+            return self._sql(statement, params).rowcount
 
         moved = bool(self.write(update))
         if not moved:
@@ -317,15 +334,9 @@ class Store:
     # -- parameters and configuration -------------------------------------------------------
 
     def _put_params(self, task_id: str, params: Iterable[ParamInfo]) -> None:
-        rows = [{"task": task_id, "section": p.section, "name": p.name, "value": p.value,
-                 "type": p.type, "description": p.description} for p in params]
-        for start in range(0, len(rows), 200):
-            (t.Parameter.insert_many(rows[start:start + 200])
-             .on_conflict(conflict_target=[t.Parameter.task, t.Parameter.section,
-                                           t.Parameter.name],
-                          preserve=[t.Parameter.value, t.Parameter.type,
-                                    t.Parameter.description])
-             .execute())
+        for p in params:
+            self._sql(sql.UPSERT_PARAMETER,
+                      (task_id, p.section, p.name, p.value, p.type, p.description))
 
     def set_parameters(self, task_id: str, params: Iterable[ParamInfo],
                        replace: bool = False) -> None:
@@ -333,7 +344,7 @@ class Store:
         params = list(params)
 
         def update() -> None:
-            if not t.Task.select().where(t.Task.id == task_id).exists():
+            if self._sql(sql.TASK_EXISTS, (task_id,)).fetchone() is None:
                 raise TaskNotFound(task_id)
             if replace:
                 t.Parameter.delete().where(t.Parameter.task == task_id).execute()
@@ -377,16 +388,12 @@ class Store:
         now = time.time()
         meta = json.dumps(dict(metadata or {}), default=str)
 
+        row = (task_id, name, ref.digest, ref.size, ref.serializer, ref.type, ref.filename,
+               ref.inline, meta, preview, now)
+
         def upsert() -> None:
-            fields = dict(digest=ref.digest, size=ref.size, serializer=ref.serializer,
-                          type=ref.type, filename=ref.filename, inline=ref.inline,
-                          metadata=meta, preview=preview,
-                          created=now)
-            (t.Artifact.insert(task=task_id, name=name, **fields)
-             .on_conflict(conflict_target=[t.Artifact.task, t.Artifact.name],
-                          update=fields)
-             .execute())
-            t.Task.update(last_update=now).where(t.Task.id == task_id).execute()
+            self._sql(sql.UPSERT_ARTIFACT, row)
+            self._sql(sql.TOUCH_TASK, (now, task_id))
 
         self.write(upsert)
         return ArtifactInfo(task=task_id, name=name, ref=ref, metadata=json.loads(meta),

@@ -1,0 +1,62 @@
+"""The hot-path statements, written once as SQL.
+
+peewee's query builder costs ~10x SQLite itself on the per-step path (PERFORMANCE.md), so
+the few statements every step runs are kept here as parameterised SQL. The tables stay
+defined in :mod:`tables`; every statement here runs in the store tests, so a column that
+drifts from the schema fails them.
+Placeholders are ``?``; :func:`for_db` rewrites them for PostgreSQL's ``%s``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+TASK_COLUMNS = ("id", "project_id", "name", "type", "status", "status_reason", "parent",
+                "script", "code_digest", "code", "created", "started", "last_update", "tags",
+                "log_path", "archived", "comment", "log_size")
+
+INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
+
+SELECT_TASK = (
+    "SELECT t.id, p.name, t.name, t.type, t.status, t.status_reason, t.parent, t.script, "
+    "t.code_digest, t.created, t.started, t.ended, t.last_update, t.worker, t.tags, "
+    "t.archived, t.comment, t.log_path, t.log_size "
+    "FROM task t JOIN project p ON p.id = t.project_id WHERE t.id = ?"
+)
+
+TASK_EXISTS = "SELECT 1 FROM task WHERE id = ?"
+
+SELECT_PROJECT = "SELECT id FROM project WHERE name = ?"
+INSERT_PROJECT = "INSERT INTO project (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+
+UPSERT_PARAMETER = (
+    "INSERT INTO parameter (task_id, section, name, value, type, description) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, section, name) DO UPDATE SET "
+    "value = excluded.value, type = excluded.type, description = excluded.description"
+)
+
+UPSERT_ARTIFACT = (
+    "INSERT INTO artifact (task_id, name, digest, size, serializer, type, filename, inline, "
+    "metadata, preview, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (task_id, name) DO UPDATE SET digest = excluded.digest, "
+    "size = excluded.size, serializer = excluded.serializer, type = excluded.type, "
+    "filename = excluded.filename, inline = excluded.inline, metadata = excluded.metadata, "
+    "preview = excluded.preview, created = excluded.created"
+)
+
+TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
+
+
+@cache
+def set_status(fields: tuple[str, ...], n_sources: int) -> str:
+    """``UPDATE task SET <fields> WHERE id = ? [AND status IN (<n_sources>)]``."""
+    sets = ", ".join(f"{f} = ?" for f in fields)
+    where = f" AND status IN ({', '.join('?' * n_sources)})" if n_sources else ""
+    return f"UPDATE task SET {sets} WHERE id = ?{where}"
+
+
+@cache
+def for_db(sql: str, param: str) -> str:
+    """``sql`` with its ``?`` placeholders in the database's own style."""
+    return sql if param == "?" else sql.replace("?", param)
