@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from .errors import PluginError, SerializationError
+from .errors import SerializationError
 from .hashing import digest_file
 from .models import NAME_RE, ObjectRef
 from .store import Store
@@ -85,27 +85,17 @@ def serializers() -> list[Serializer]:
 
 
 def _build_registry() -> list[Serializer]:
-    from .plugin_manager import call_each
+    from .plugin_manager import collect
 
-    found: list[tuple[Serializer, str]] = []
-    current = {"plugin": "?"}
-
-    def register(serializer: Serializer) -> None:
+    def accept(serializer: Serializer) -> tuple[str, Serializer]:
         if not isinstance(serializer, Serializer) or not serializer.name:
-            raise PluginError(f"plugin {current['plugin']!r} registered {serializer!r}, "
-                              "which is not a named pipekit.artifacts.Serializer",
-                              plugin=current["plugin"])
-        for other, plugin in found:
-            if other.name == serializer.name:
-                raise PluginError(f"serializer {serializer.name!r} is registered by both "
-                                  f"{plugin!r} and {current['plugin']!r}",
-                                  plugin=current["plugin"])
-        found.append((serializer, current["plugin"]))
+            raise TypeError(f"{serializer!r}, which is not a named "
+                            "pipekit.artifacts.Serializer")
+        return serializer.name, serializer
 
-    call_each("pipekit_serializers", before=lambda name: current.update(plugin=name),
-              register=register)
-    ordered = sorted(enumerate(found), key=lambda item: (-item[1][0].priority, item[0]))
-    return [s for _, (s, _) in ordered]
+    found = [r.value for r in collect("pipekit_serializers", "serializer", accept)]
+    ordered = sorted(enumerate(found), key=lambda item: (-item[1].priority, item[0]))
+    return [s for _, s in ordered]
 
 
 def serializer_named(name: str) -> Serializer:

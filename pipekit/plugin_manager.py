@@ -29,7 +29,7 @@ log = logging.getLogger("pipekit.plugins")
 GROUP = "pipekit"
 CORE_DIST = "pipekit"
 #: Entry points of the core distribution that cannot be disabled.
-ESSENTIAL = frozenset({"serializers"})
+ESSENTIAL = frozenset({"serializers", "local_executors"})
 
 _lock = threading.Lock()
 _default: pluggy.PluginManager | None = None
@@ -137,9 +137,10 @@ def set_plugin_manager(pm: pluggy.PluginManager | None) -> None:
     global _default
     with _lock:
         _default = pm
-    from . import artifacts  # local: artifacts imports this module
+    from . import artifacts, executor  # local: both import this module
 
     artifacts.reset_registry()
+    executor.reset_registry()
 
 
 def _impls(hook_name: str) -> list[Any]:
@@ -208,3 +209,41 @@ def list_plugins(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
             hooks=hooks,
         ))
     return sorted(out, key=lambda p: (p.dist != CORE_DIST, p.name))
+
+
+@attrs.frozen
+class Registration:
+    """One thing a plugin registered through a ``register`` callback."""
+
+    name: str
+    value: Any
+    plugin: str
+
+
+def collect(hook_name: str, kind: str, accept: Callable[..., tuple[str, Any]]
+            ) -> list[Registration]:
+    """Call a registration hook and gather what plugins register, in call order.
+
+    :param kind: what is registered (``"serializer"``, ``"executor"``), for messages.
+    :param accept: turns ``register``'s arguments into ``(name, value)``; it raises
+        ``TypeError``/``ValueError`` (saying what is wrong) for a bad registration.
+    :raises PluginError: a bad registration, or one name registered twice (naming both
+        plugins).
+    """
+    found: dict[str, Registration] = {}
+    current = {"plugin": "?"}
+
+    def register(*args: Any, **kwargs: Any) -> None:
+        plugin = current["plugin"]
+        try:
+            name, value = accept(*args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"plugin {plugin!r} registered {exc}", plugin=plugin) from exc
+        if name in found:
+            raise PluginError(f"{kind} {name!r} is registered by both "
+                              f"{found[name].plugin!r} and {plugin!r}", plugin=plugin)
+        found[name] = Registration(name, value, plugin)
+
+    call_each(hook_name, before=lambda name: current.update(plugin=name), register=register)
+    return list(found.values())
+

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import IO
 
 import psutil
@@ -46,11 +47,12 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None
-             ) -> TaskInfo:
+def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None,
+             on_start: Callable[[int], None] | None = None) -> TaskInfo:
     """Run a ``created`` or ``queued`` script task to its final status; returns it.
 
     :param echo: also copy the child's output here (the CLI passes its stdout).
+    :param on_start: called with the child's pid once it runs (executors keep it to cancel).
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
@@ -74,6 +76,8 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
+    if on_start is not None:
+        on_start(proc.pid)
     copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo), daemon=True)
     copier.start()
     stopped = None
@@ -100,10 +104,12 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    quiet = "--quiet" in args
+    args = [a for a in args if a != "--quiet"]
     if len(args) != 1:
-        print("usage: python -m pipekit.worker TASK_ID", file=sys.stderr)
+        print("usage: python -m pipekit.worker [--quiet] TASK_ID", file=sys.stderr)
         return 2
-    info = run_task(args[0], echo=sys.stdout.buffer)
+    info = run_task(args[0], echo=None if quiet else sys.stdout.buffer)
     return 0 if info.status == Status.completed.value else 1
 
 

@@ -1,0 +1,1 @@
+"""Built-in executors, registered through ``pipekit_executors`` like any plugin."""

@@ -1,0 +1,205 @@
+"""Executors that run steps on this machine: inline, thread, process and subprocess.
+
+* ``inline`` — in the caller, synchronously (debug mode: breakpoints work);
+* ``thread`` — a thread pool (independent steps run concurrently);
+* ``process`` — a pool of spawned processes;
+* ``subprocess`` — one ``python -m pipekit.worker TASK`` per step, in its own session, so
+  cancelling it (or its time limit) kills the whole process tree.
+
+Cancelling marks the task ``stopped`` first and then kills what runs it; the worker's own
+final status is conditional, so a cancelled task is never recorded as failed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import attrs
+
+import pipekit
+from pipekit.config import DB_ENV, HOME_ENV, get_settings
+from pipekit.executor import Job, Outcome, outcome_of, settle, stop
+from pipekit.models import Status
+from pipekit.worker import describe_exit, kill_tree, run_task
+
+
+def _default_workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+def _run(job: Job, pids: dict[str, int] | None = None) -> Outcome:
+    """Run a job in this process; a task the worker could not start is failed with why."""
+    on_start = None if pids is None else (lambda pid: pids.__setitem__(job.task_id, pid))
+    try:
+        run_task(job.task_id, on_start=on_start)
+    except Exception as exc:
+        outcome = outcome_of(job.task_id)
+        return outcome or settle(job.task_id, f"{type(exc).__name__}: {exc}")
+    return outcome_of(job.task_id) or settle(job.task_id, "the worker returned early")
+
+
+def _run_in_child(job: Job, home: str, db: str) -> Outcome:
+    pipekit.configure(home=home, db=db)
+    return _run(job)
+
+
+@attrs.define
+class _FutureHandle:
+    job: Job
+    future: Future[Outcome]
+
+
+class InlineExecutor:
+    """Run each job to its end inside :meth:`submit` (debug mode)."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        """``max_workers`` is accepted for a uniform API; jobs run one at a time."""
+
+    def submit(self, job: Job) -> Outcome:
+        return _run(job)
+
+    def poll(self, handle: Outcome) -> Outcome | None:
+        return handle
+
+    def cancel(self, handle: Outcome) -> None:
+        """Nothing to cancel: an inline job has finished when ``submit`` returns."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing to release."""
+
+
+class ThreadExecutor:
+    """Run jobs on a thread pool of ``max_workers`` threads."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers or _default_workers(),
+                                        thread_name_prefix="pipekit-step")
+        self._pids: dict[str, int] = {}
+
+    def submit(self, job: Job) -> _FutureHandle:
+        return _FutureHandle(job, self._pool.submit(_run, job, self._pids))
+
+    def poll(self, handle: _FutureHandle) -> Outcome | None:
+        return handle.future.result() if handle.future.done() else None
+
+    def cancel(self, handle: _FutureHandle) -> None:
+        stop(handle.job.task_id)
+        if handle.future.cancel():
+            return
+        # Running: kill its child as soon as it is known (it may be starting right now).
+        while not handle.future.done():
+            pid = self._pids.get(handle.job.task_id)
+            if pid is not None:
+                kill_tree(pid)
+                break
+            time.sleep(0.005)
+        handle.future.result()
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class ProcessExecutor:
+    """Run jobs in a pool of ``max_workers`` spawned processes."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._workers = max_workers or _default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self._workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def submit(self, job: Job) -> _FutureHandle:
+        settings = get_settings()
+        future = self._get_pool().submit(_run_in_child, job, str(settings.home),
+                                         settings.db_url)
+        return _FutureHandle(job, future)
+
+    def poll(self, handle: _FutureHandle) -> Outcome | None:
+        if not handle.future.done():
+            return None
+        exc = handle.future.exception()
+        if exc is not None:  # the pool process died under the job
+            return outcome_of(handle.job.task_id) or settle(handle.job.task_id, str(exc))
+        return handle.future.result()
+
+    def cancel(self, handle: _FutureHandle) -> None:
+        stop(handle.job.task_id)
+        if handle.future.cancel():
+            return
+        # The task's worker field names the pool process running it: kill it and its
+        # children, and start a fresh pool for later jobs.
+        from pipekit.store import get_store
+
+        worker = get_store().get_task(handle.job.task_id).worker or ""
+        pid = worker.rpartition(":")[2]
+        if pid.isdigit():
+            kill_tree(int(pid))
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+
+@attrs.define
+class _ProcessHandle:
+    job: Job
+    proc: subprocess.Popen[bytes]
+    outcome: Outcome | None = None
+
+
+class SubprocessExecutor:
+    """One ``python -m pipekit.worker TASK`` process per job, in its own session."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        # Concurrency is the runner's to limit; max_workers is accepted for a uniform API.
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> _ProcessHandle:
+        settings = get_settings()
+        env = dict(os.environ, **{HOME_ENV: str(settings.home), DB_ENV: settings.db_url})
+        proc = subprocess.Popen([sys.executable, "-m", "pipekit.worker", "--quiet",
+                                 job.task_id], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        return _ProcessHandle(job, proc)
+
+    def poll(self, handle: _ProcessHandle) -> Outcome | None:
+        if handle.outcome is None:
+            code = handle.proc.poll()
+            if code is None:
+                return None
+            handle.outcome = outcome_of(handle.job.task_id) or settle(
+                handle.job.task_id, describe_exit(code))
+        return handle.outcome
+
+    def cancel(self, handle: _ProcessHandle) -> None:
+        stop(handle.job.task_id)
+        kill_tree(handle.proc.pid)
+        handle.proc.wait()
+        handle.outcome = outcome_of(handle.job.task_id) or Outcome(Status.stopped.value)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing pooled: every job's process ends with its job."""
+
+
+@pipekit.hookimpl
+def pipekit_executors(register: Any) -> None:
+    register("inline", InlineExecutor)
+    register("thread", ThreadExecutor)
+    register("process", ProcessExecutor)
+    register("subprocess", SubprocessExecutor)
