@@ -544,3 +544,14 @@ def test_stress_8_processes_lose_nothing_and_never_see_lock_errors(store: Store,
             assert load_value(store, info.ref, "result") == {"worker": report["worker"],
                                                               "i": i}
     assert store.integrity_check() == "ok"
+
+
+def test_a_rolled_back_project_is_not_remembered(store):
+    """A task insert that fails must not leave a cached id for a project that was rolled
+    back with it."""
+    store.create_task(project="p", name="first", task_id="a" * 32)
+    with pytest.raises(Exception, match="UNIQUE"):
+        store.create_task(project="fresh", name="dup", task_id="a" * 32)
+    assert "fresh" not in store.list_projects()
+    info = store.create_task(project="fresh", name="ok")
+    assert store.get_task(info.id).project == "fresh"

@@ -134,13 +134,17 @@ class Store:
         return self.db.execute_sql(sql_for(sql, self.db.param), params)
 
     def _project_id(self, name: str) -> int:
-        # Projects are never deleted, so an id once seen stays valid for this store.
+        # Projects are never deleted, so an id once seen committed stays valid. An id this
+        # transaction inserts is not cached: a rollback would leave the cache pointing nowhere.
         project_id = self._projects.get(name)
-        if project_id is None:
-            self._sql(sql.INSERT_PROJECT, (name, time.time()))
-            (project_id,) = self._sql(sql.SELECT_PROJECT, (name,)).fetchone()
-            self._projects[name] = project_id
-        return project_id
+        if project_id is not None:
+            return project_id
+        row = self._sql(sql.SELECT_PROJECT, (name,)).fetchone()
+        if row is not None:
+            self._projects[name] = row[0]
+            return row[0]
+        self._sql(sql.INSERT_PROJECT, (name, time.time()))
+        return self._sql(sql.SELECT_PROJECT, (name,)).fetchone()[0]
 
     def list_projects(self) -> list[str]:
         self._check()
