@@ -51,12 +51,6 @@ class TaskNotFound(NotFound):
         super().__init__(f"unknown task {task_id!r}")
 
 
-class ProjectNotFound(NotFound):
-    def __init__(self, project: str) -> None:
-        self.project = project
-        super().__init__(f"unknown project {project!r}")
-
-
 class QueueNotFound(NotFound):
     def __init__(self, queue: str, known: list[str] | None = None) -> None:
         self.queue = queue

@@ -23,7 +23,6 @@ from ..errors import (
     ArtifactNotFound,
     ForkedHandleError,
     ModelNotFound,
-    ProjectNotFound,
     QueueNotFound,
     StoreError,
     StoreTooNew,
@@ -57,15 +56,26 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _task_info(row: t.Task, project: str) -> TaskInfo:
-    return TaskInfo(
-        id=row.id, project=project, name=row.name, type=row.type, status=row.status,
-        status_reason=row.status_reason, parent=row.parent, script=json.loads(row.script),
-        code_digest=row.code_digest, created=row.created, started=row.started,
-        ended=row.ended, last_update=row.last_update, worker=row.worker,
-        tags=tuple(json.loads(row.tags)), archived=bool(row.archived), comment=row.comment,
-        log_path=row.log_path, log_size=row.log_size,
-    )
+def _task_info(row: Sequence[Any]) -> TaskInfo:
+    """A ``TaskInfo`` from a row of :data:`statements.TASK_INFO_COLUMNS`."""
+    (tid, project, name, type_, status, reason, parent, script, code_digest, created,
+     started, ended, last_update, worker, tags, archived, comment, log_path, log_size) = row
+    return TaskInfo(id=tid, project=project, name=name, type=type_, status=status,
+                    status_reason=reason, parent=parent, script=json.loads(script),
+                    code_digest=code_digest, created=created, started=started, ended=ended,
+                    last_update=last_update, worker=worker, tags=tuple(json.loads(tags)),
+                    archived=bool(archived), comment=comment, log_path=log_path,
+                    log_size=log_size)
+
+
+def _task_info_fields() -> list[Any]:
+    """:data:`statements.TASK_INFO_COLUMNS` as peewee fields, for queries built with peewee."""
+    tables = {"t": t.Task, "p": t.Project}
+    fields = []
+    for column in sql.TASK_INFO_COLUMNS:
+        table, _, name = column.partition(".")
+        fields.append(getattr(tables[table], name))
+    return fields
 
 
 def _ref(row: t.Artifact | t.OutputModel) -> ObjectRef:
@@ -190,15 +200,7 @@ class Store:
         row = self._sql(sql.SELECT_TASK, (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(task_id)
-        (tid, project, name, type_, status, reason, parent, script, code_digest, created,
-         started, ended, last_update, worker, tags, archived, comment, log_path,
-         log_size) = row
-        return TaskInfo(id=tid, project=project, name=name, type=type_, status=status,
-                        status_reason=reason, parent=parent, script=json.loads(script),
-                        code_digest=code_digest, created=created, started=started,
-                        ended=ended, last_update=last_update, worker=worker,
-                        tags=tuple(json.loads(tags)), archived=bool(archived),
-                        comment=comment, log_path=log_path, log_size=log_size)
+        return _task_info(row)
 
     def find_tasks(self, *, project: str | None = None, name: str | None = None,
                    tags: Sequence[str] = (), status: Sequence[str] = (),
@@ -206,7 +208,7 @@ class Store:
                    include_archived: bool = True, limit: int | None = None) -> list[TaskInfo]:
         """Tasks matching every given filter, most recent first."""
         self._check()
-        query = (t.Task.select(t.Task, t.Project.name.alias("project_name"))
+        query = (t.Task.select(*_task_info_fields())
                  .join(t.Project).order_by(t.Task.created.desc(), t.Task.id.desc()))
         if project is not None:
             query = query.where(t.Project.name == project)
@@ -220,11 +222,10 @@ class Store:
             query = query.where(t.Task.parent == parent)
         if not include_archived:
             query = query.where(t.Task.archived == False)  # noqa: E712 - peewee expression
-        rows = query.objects()
         wanted = set(tags)
         out = []
-        for row in rows:
-            info = _task_info(row, row.project_name)
+        for row in query.tuples():
+            info = _task_info(row)
             if wanted and not wanted.issubset(info.tags):
                 continue
             out.append(info)
@@ -571,16 +572,6 @@ class Store:
         row = (t.QueueEntry.select(t.Queue.name).join(t.Queue)
                .where(t.QueueEntry.task == task_id).tuples().first())
         return row[0] if row else None
-
-    # -- maintenance ------------------------------------------------------------------------
-
-    def project_exists(self, name: str) -> bool:
-        self._check()
-        return t.Project.select().where(t.Project.name == name).exists()
-
-    def require_project(self, name: str) -> None:
-        if not self.project_exists(name):
-            raise ProjectNotFound(name)
 
 
 # -- one store per process ----------------------------------------------------------------------

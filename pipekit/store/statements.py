@@ -18,12 +18,14 @@ TASK_COLUMNS = ("id", "project_id", "name", "type", "status", "status_reason", "
 INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
 
-SELECT_TASK = (
-    "SELECT t.id, p.name, t.name, t.type, t.status, t.status_reason, t.parent, t.script, "
-    "t.code_digest, t.created, t.started, t.ended, t.last_update, t.worker, t.tags, "
-    "t.archived, t.comment, t.log_path, t.log_size "
-    "FROM task t JOIN project p ON p.id = t.project_id WHERE t.id = ?"
-)
+#: What a ``TaskInfo`` is read from, in its field order (``p.`` is the project table).
+TASK_INFO_COLUMNS = ("t.id", "p.name", "t.name", "t.type", "t.status", "t.status_reason",
+                     "t.parent", "t.script", "t.code_digest", "t.created", "t.started",
+                     "t.ended", "t.last_update", "t.worker", "t.tags", "t.archived",
+                     "t.comment", "t.log_path", "t.log_size")
+
+SELECT_TASK = (f"SELECT {', '.join(TASK_INFO_COLUMNS)} "
+               "FROM task t JOIN project p ON p.id = t.project_id WHERE t.id = ?")
 
 TASK_EXISTS = "SELECT 1 FROM task WHERE id = ?"
 

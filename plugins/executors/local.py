@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -166,8 +165,7 @@ class SubprocessExecutor:
     """One ``python -m pipekit.worker TASK`` process per job, in its own session."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        # Concurrency is the runner's to limit; max_workers is accepted for a uniform API.
-        self._lock = threading.Lock()
+        """``max_workers`` is accepted for a uniform API: the runner limits concurrency."""
 
     def submit(self, job: Job) -> _ProcessHandle:
         settings = get_settings()
