@@ -12,10 +12,12 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["Logger", "StorageManager", "Task", "TaskTypes", "__version__", "configure",
-           "hookimpl"]
+__all__ = ["Logger", "PipelineController", "PipelineDecorator", "StorageManager", "Task",
+           "TaskTypes", "__version__", "configure", "hookimpl"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .controller import PipelineController
+    from .decorator import PipelineDecorator
     from .logger import Logger
     from .models import TaskType as TaskTypes
     from .storage import StorageManager
@@ -24,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 _LAZY = {
     "Task": ("pipekit.task", "Task"),
     "Logger": ("pipekit.logger", "Logger"),
+    "PipelineController": ("pipekit.controller", "PipelineController"),
+    "PipelineDecorator": ("pipekit.decorator", "PipelineDecorator"),
     "StorageManager": ("pipekit.storage", "StorageManager"),
     "TaskTypes": ("pipekit.models", "TaskType"),
 }

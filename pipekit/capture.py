@@ -83,3 +83,65 @@ def pump(stream: IO[bytes], log_path: Path, echo: IO[bytes] | None = None) -> in
                 echo.write(chunk)
                 echo.flush()
     return total
+
+
+# -- per-thread capture, for steps that run inside the controller process ---------------------
+
+_route = threading.local()
+_router_lock = threading.Lock()
+
+
+class _Router:
+    """Stands in for ``sys.stdout``/``sys.stderr``: writes go to the stream it replaced and,
+    when the writing thread is running a step, to that step's log too.
+    """
+
+    def __init__(self, original: TextIO) -> None:
+        self._original = original
+
+    def write(self, text: str) -> int:
+        n = self._original.write(text)
+        log = getattr(_route, "log", None)
+        if log is not None and text:
+            try:
+                log.write(text.encode("utf-8", "replace"))
+            except ValueError:  # the step ended and closed its log
+                pass
+        return n
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._original, name)
+
+
+def _install_router() -> None:
+    with _router_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)  # type: ignore[assignment]
+
+
+class ThreadCapture:
+    """Copy what the current thread prints into ``path`` until :meth:`stop`.
+
+    Steps run by the inline and thread executors share the process's streams; each thread's
+    output goes to its own step's log, and still reaches the console.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _install_router()
+        self._log = open_log(path)
+        self._previous = getattr(_route, "log", None)
+        _route.log = self._log
+
+    def write_log(self, text: str) -> None:
+        self._log.write(text.encode("utf-8", "replace"))
+
+    def stop(self) -> int:
+        _route.log = self._previous
+        self._log.close()
+        return self.path.stat().st_size

@@ -276,3 +276,26 @@ class UnknownReference(DefinitionError):
             f"step {step!r} refers to unknown {what}{name} in {_shorten(ref)!r}: {hint}",
             step=step,
         )
+
+
+class StepFailed(PipekitError, RuntimeError):
+    """A pipeline step did not produce its outputs (it failed, was stopped or skipped), and
+    something needed them: a decorated pipeline using a component's result, or a function
+    step's return count not matching ``function_return``.
+
+    ``.step`` names the step, ``.status`` its final status, ``.reason`` why.
+    """
+
+    def __init__(self, step: str, status: str, reason: str = "") -> None:
+        self.step, self.status, self.reason = step, status, reason
+        why = f": {reason}" if reason else ""
+        super().__init__(f"step {step!r} {status}{why}")
+
+
+class PipelineFailed(PipekitError, RuntimeError):
+    """A pipeline run ended without success; ``.run`` is its id, ``.status`` its status."""
+
+    def __init__(self, run: str, status: str, reason: str = "") -> None:
+        self.run, self.status, self.reason = run, status, reason
+        why = f": {reason}" if reason else ""
+        super().__init__(f"pipeline run {run} {status}{why}")

@@ -107,6 +107,20 @@ def outcome_of(task_id: str) -> Outcome | None:
     return None
 
 
+def is_function_job(job: Job) -> bool:
+    """Whether the job calls a Python function in the executing process (rather than
+    running a script as a child process it could kill).
+    """
+    from .functions import is_function_task
+
+    return is_function_task(get_store().get_task(job.task_id))
+
+
+def worker_of(job: Job) -> str | None:
+    """The ``host:pid`` that runs (or ran) the job's task, as the task records it."""
+    return get_store().get_task(job.task_id).worker
+
+
 def settle(task_id: str, reason: str) -> Outcome:
     """Fail a task whose executor ended without giving it a final status (e.g. a worker
     process killed by a signal); returns the task's outcome, whoever set it.

@@ -2,8 +2,10 @@
 
 Plugins implement these with ``@pipekit.hookimpl`` and register through the ``pipekit``
 entry-point group (built-ins in ``plugins/`` do exactly the same). Hooks receive frozen
-values from :mod:`pipekit.models`, never database rows. An implementation may accept only
-the arguments it names, so specs may gain arguments but never rename or drop one.
+values from :mod:`pipekit.models` and :mod:`pipekit.nodes`, never database rows; the one
+live object is a run's :class:`~pipekit.nodes.Node`, which ClearML's callbacks may edit.
+An implementation may accept only the arguments it names, so specs may gain arguments but
+never rename or drop one.
 
 Two kinds of hook, with different error rules:
 
@@ -70,7 +72,7 @@ def pipekit_register_commands(cli: Any) -> None:
 def pipekit_pipeline_started(run: Any) -> None:
     """Observer: a pipeline run started (its controller task is ``in_progress``).
 
-    :param run: a frozen ``RunInfo`` for the run.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
     """
 
 
@@ -78,7 +80,7 @@ def pipekit_pipeline_started(run: Any) -> None:
 def pipekit_pipeline_finished(run: Any, status: str) -> None:
     """Observer: a pipeline run reached its final status.
 
-    :param run: a frozen ``RunInfo``.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
     :param status: the run's final status (``completed``, ``failed`` or ``stopped``).
     """
 
@@ -89,13 +91,18 @@ def pipekit_pipeline_finished(run: Any, status: str) -> None:
 
 
 @hookspec
-def pipekit_step_pre_execute(node: Any, run: Any) -> bool | None:
+def pipekit_step_pre_execute(node: Any, run: Any, parameters: dict[str, Any]) -> bool | None:
     """Decision (veto): may this node launch?
 
-    Fires after the node's references are resolved, before the cache lookup.
+    Fires after the node's references are resolved, before its task is created. The
+    built-in ``callbacks`` plugin calls ClearML's ``step_task_created_callback`` and the
+    node's ``pre_execute_callback`` from here.
 
-    :param node: the frozen ``Node`` with its resolved parameters.
-    :param run: the ``RunInfo`` of the run.
+    :param node: the run's live :class:`~pipekit.nodes.Node`; an implementation may edit
+        ``node.parameters`` (the edits are resolved and applied) or set ``node.skip_job``.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
+    :param parameters: the node's resolved parameters (``Section/key`` for a task step,
+        ``kwargs/<arg>`` for a function step); edits apply to the launched task.
     :returns: ``False`` to skip the node (and so its descendants); anything else lets it run.
     """
 
@@ -104,7 +111,7 @@ def pipekit_step_pre_execute(node: Any, run: Any) -> bool | None:
 def pipekit_cache_key(node: Any) -> list[str] | str | None:
     """Decision: extra parts for a node's cache key; every plugin's parts are included.
 
-    :param node: the frozen ``Node`` about to be looked up.
+    :param node: the :class:`~pipekit.nodes.Node` about to be looked up.
     :returns: strings to mix into the key (e.g. a data version), or ``None``.
     """
 
@@ -116,17 +123,18 @@ def pipekit_cache_lookup(key: str, node: Any) -> str | None:
     Stops at first non-None result.
 
     :param key: the node's cache key (hex blake3).
-    :param node: the frozen ``Node``.
+    :param node: the :class:`~pipekit.nodes.Node`.
     :returns: the id of a reusable task, or ``None`` to run the step.
     """
 
 
 @hookspec
-def pipekit_step_created(node: Any, task: Any) -> None:
-    """Observer: the step's task exists and is about to be executed.
+def pipekit_step_created(node: Any, task: Any, run: Any) -> None:
+    """Observer: the step's task exists and is about to be handed to the executor.
 
-    :param node: the frozen ``Node``.
+    :param node: the run's live :class:`~pipekit.nodes.Node` (read it, do not change it).
     :param task: the ``TaskInfo`` of the step's task.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
     """
 
 
@@ -136,22 +144,29 @@ def pipekit_step_created(node: Any, task: Any) -> None:
 
 
 @hookspec
-def pipekit_step_status_changed(node: Any, task: Any, old: str, new: str) -> None:
-    """Observer: a node changed status (``pending``, ``queued``, ``in_progress``, …).
+def pipekit_step_status_changed(node: Any, task: Any, old: str, new: str, run: Any) -> None:
+    """Observer: a node changed status (``pending``, ``in_progress``, ``completed``,
+    ``failed``, ``stopped``, ``skipped``, ``cached``).
 
-    :param node: the frozen ``Node``.
-    :param task: the ``TaskInfo`` of its task, or ``None`` before one exists.
+    :param node: the run's live :class:`~pipekit.nodes.Node`.
+    :param task: the ``TaskInfo`` of its task, or ``None`` if it never had one.
     :param old: the previous status.
     :param new: the new status.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
     """
 
 
 @hookspec
-def pipekit_step_completed(node: Any, task: Any) -> None:
-    """Observer: a step finished successfully (or was served from the cache).
+def pipekit_step_completed(node: Any, task: Any, run: Any) -> None:
+    """Decision: a step succeeded (or was served from the cache); ``node.executed`` is the
+    id of the task holding its outputs. An exception fails the node (and so its run).
 
-    :param node: the frozen ``Node``, ``executed`` set to the task id.
+    The built-in ``callbacks`` plugin calls ClearML's ``step_task_completed_callback`` and
+    the node's ``post_execute_callback`` from here.
+
+    :param node: the run's live :class:`~pipekit.nodes.Node`.
     :param task: the ``TaskInfo`` of the task that produced the outputs.
+    :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
     """
 
 

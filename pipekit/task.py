@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +40,23 @@ from .logger import Logger, flush_metrics
 from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
 from .plugin_manager import has_impls, notify
 from .store import get_store
+
+#: the function step a thread is executing (steps of the inline and thread executors share
+#: the controller's process, so "the current task" is per thread)
+_step = threading.local()
+
+
+@contextmanager
+def executing(task_id: str) -> Iterator[Task]:
+    """Make ``task_id`` this thread's current task while a function step runs."""
+    previous = getattr(_step, "task", None)
+    task = Task(task_id)
+    task._executing = True
+    _step.task = task
+    try:
+        yield task
+    finally:
+        _step.task = previous
 
 
 def worker_id() -> str:
@@ -130,7 +148,12 @@ class Task:
 
     @classmethod
     def current_task(cls) -> Task | None:
-        """The task this process runs as (from ``Task.init`` or an executing step)."""
+        """The task this thread runs as: the function step it executes, else the process's
+        task (from ``Task.init`` or an executing step).
+        """
+        step = getattr(_step, "task", None)
+        if step is not None:
+            return step
         if cls._current is None and os.environ.get(TASK_ENV):
             task = cls(os.environ[TASK_ENV])
             task._executing = True
@@ -152,6 +175,9 @@ class Task:
         uncaught exception or a non-zero exit code; ``stopped`` on Ctrl-C or SIGTERM).
         With ``PIPEKIT_TASK_ID`` set it returns that task.
         """
+        step = getattr(_step, "task", None)
+        if step is not None:
+            return step  # a function step calling Task.init() gets its own task
         with cls._lock:
             if cls._current is not None and cls._current._lifecycle is not None:
                 return cls._current

@@ -18,9 +18,10 @@ from typing import IO
 
 import psutil
 
-from .capture import pump
+from .capture import open_log, pump
 from .config import DB_ENV, HOME_ENV, TASK_ENV
 from .errors import PipekitError, TaskStateError
+from .functions import call, is_function_task
 from .models import Status, TaskInfo
 from .store import get_store
 from .task import worker_id
@@ -49,7 +50,10 @@ def describe_exit(returncode: int) -> str:
 
 def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None,
              on_start: Callable[[int], None] | None = None) -> TaskInfo:
-    """Run a ``created`` or ``queued`` script task to its final status; returns it.
+    """Run a ``created`` or ``queued`` task to its final status; returns it.
+
+    A script task runs as a child process; a function task runs in this process
+    (:func:`pipekit.functions.call`), its output copied into the task log.
 
     :param echo: also copy the child's output here (the CLI passes its stdout).
     :param on_start: called with the child's pid once it runs (executors keep it to cancel).
@@ -59,6 +63,8 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     info = store.get_task(store.resolve_task_id(task_id))
     if info.status not in (Status.created.value, Status.queued.value):
         raise TaskStateError(info.id, info.status, "run")
+    if is_function_task(info):
+        return call(info.id, worker=worker)
     script = info.script
     path = script.get("path")
     if not path:
@@ -109,7 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m pipekit.worker [--quiet] TASK_ID", file=sys.stderr)
         return 2
-    info = run_task(args[0], echo=None if quiet else sys.stdout.buffer)
+    store = get_store()
+    task_id = store.resolve_task_id(args[0])
+    if is_function_task(store.get_task(task_id)):
+        # This process is the step: everything written to fd 1/2 (by Python, C extensions
+        # or children) goes to the task log, as a script step's piped output does.
+        with open_log(store.log_path(task_id)) as log:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if quiet:
+                os.dup2(log.fileno(), 1)
+                os.dup2(log.fileno(), 2)
+            info = call(task_id, capture=not quiet)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        store.set_log_size(task_id, store.log_path(task_id).stat().st_size)
+    else:
+        info = run_task(task_id, echo=None if quiet else sys.stdout.buffer)
     return 0 if info.status == Status.completed.value else 1
 
 

@@ -521,6 +521,99 @@ class Store:
         """The task's log file (created with its folder, mode 0600, on first write)."""
         return self.settings.logs_dir / f"{task_id}.log"
 
+    # -- pipeline runs ----------------------------------------------------------------------
+
+    def create_run(self, run_id: str, *, dag: Mapping[str, Any], version: str | None = None,
+                   structure_hash: str | None = None, origin: str | None = None) -> None:
+        """Record that controller task ``run_id`` runs ``dag``; every node starts pending."""
+        now = time.time()
+
+        def insert() -> None:
+            t.Run.insert(task=run_id, version=version, structure_hash=structure_hash,
+                         origin=origin, dag=json.dumps(dict(dag)), created=now).execute()
+            rows = [{"run": run_id, "name": name, "parents": json.dumps(list(parents)),
+                     "status": "pending"} for name, parents in dag.get("parents", {}).items()]
+            for start in range(0, len(rows), 500):
+                t.Node.insert_many(rows[start:start + 500]).execute()
+
+        self.write(insert)
+
+    def add_node(self, run_id: str, name: str, parents: Sequence[str],
+                 dag: Mapping[str, Any]) -> None:
+        """Add a node to a running run (a decorated pipeline grows as components are called)."""
+        def insert() -> None:
+            t.Node.insert(run=run_id, name=name, parents=json.dumps(list(parents)),
+                          status="pending").execute()
+            t.Run.update(dag=json.dumps(dict(dag))).where(t.Run.task == run_id).execute()
+
+        self.write(insert)
+
+    def set_node(self, run_id: str, name: str, status: str, *, task: str | None = None,
+                 attempt: int | None = None, started: float | None = None,
+                 ended: float | None = None, cache_key: str | None = None) -> None:
+        """Update one node of a run (only the given fields)."""
+        fields: dict[str, Any] = {"status": status}
+        for key, value in (("task", task), ("attempt", attempt), ("started", started),
+                           ("ended", ended), ("cache_key", cache_key)):
+            if value is not None:
+                fields[key] = value
+        statement = sql.update_node(tuple(fields))
+        params = (*fields.values(), run_id, name)
+        self.write(lambda: self._sql(statement, params))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """``{"id", "version", "structure_hash", "origin", "dag", "created"}`` of a run.
+
+        :raises TaskNotFound: no run has this id.
+        """
+        self._check()
+        row = t.Run.get_or_none(t.Run.task == run_id)
+        if row is None:
+            raise TaskNotFound(run_id)
+        return {"id": run_id, "version": row.version, "structure_hash": row.structure_hash,
+                "origin": row.origin, "dag": json.loads(row.dag), "created": row.created}
+
+    def list_nodes(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's nodes in the order they were added."""
+        self._check()
+        query = t.Node.select().where(t.Node.run == run_id).order_by(t.Node.id)
+        return [{"name": n.name, "task": n.task, "status": n.status,
+                 "parents": json.loads(n.parents), "cache_key": n.cache_key,
+                 "attempt": n.attempt, "started": n.started, "ended": n.ended}
+                for n in query]
+
+    def finish_run(self, run_id: str, status: Status, reason: str = "") -> bool:
+        """End a run in one transaction: its controller task gets ``status``, every step task
+        of the run not yet final is stopped, and every unfinished node is skipped (or stopped
+        if it was running). Returns whether the controller task moved to ``status``.
+
+        A terminal run never leaves a step non-terminal (RELIABILITY 12).
+        """
+        status = Status(status)
+        now = time.time()
+        open_states = [s.value for s in (Status.created, Status.queued, Status.in_progress)]
+        allowed = tuple(s.value for s in sources_of(status))
+
+        def update() -> int:
+            steps = [n.task for n in t.Node.select(t.Node.task)
+                     .where((t.Node.run == run_id) & t.Node.task.is_null(False))]
+            for start in range(0, len(steps), 500):
+                (t.Task.update(status=Status.stopped.value, status_reason="pipeline run ended",
+                               ended=now, last_update=now)
+                 .where(t.Task.id.in_(steps[start:start + 500])
+                        & t.Task.status.in_(open_states)).execute())
+            t.Node.update(status="stopped", ended=now).where(
+                (t.Node.run == run_id) & (t.Node.status == "in_progress")).execute()
+            t.Node.update(status="skipped").where(
+                (t.Node.run == run_id) & (t.Node.status == "pending")).execute()
+            fields = {"status": status.value, "last_update": now, "ended": now}
+            if reason or status in (Status.failed, Status.stopped):
+                fields["status_reason"] = reason
+            return (t.Task.update(**fields)
+                    .where((t.Task.id == run_id) & t.Task.status.in_(allowed)).execute())
+
+        return bool(self.write(update))
+
     # -- queues -----------------------------------------------------------------------------
 
     def list_queues(self) -> list[QueueInfo]:

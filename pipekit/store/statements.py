@@ -59,6 +59,13 @@ def set_status(fields: tuple[str, ...], n_sources: int) -> str:
 
 
 @cache
+def update_node(fields: tuple[str, ...]) -> str:
+    """``UPDATE node SET <fields> WHERE run_id = ? AND name = ?``."""
+    sets = ", ".join(f"{f} = ?" for f in fields)
+    return f"UPDATE node SET {sets} WHERE run_id = ? AND name = ?"
+
+
+@cache
 def for_db(sql: str, param: str) -> str:
     """``sql`` with its ``?`` placeholders in the database's own style."""
     return sql if param == "?" else sql.replace("?", param)

@@ -12,11 +12,14 @@ final status is conditional, so a cancelled task is never recorded as failed.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +27,7 @@ import attrs
 
 import pipekit
 from pipekit.config import DB_ENV, HOME_ENV, get_settings
-from pipekit.executor import Job, Outcome, outcome_of, settle, stop
+from pipekit.executor import Job, Outcome, is_function_job, outcome_of, settle, stop, worker_of
 from pipekit.models import Status
 from pipekit.worker import describe_exit, kill_tree, run_task
 
@@ -53,6 +56,8 @@ def _run_in_child(job: Job, home: str, db: str) -> Outcome:
 class _FutureHandle:
     job: Job
     future: Future[Outcome]
+    #: cancelled while running in a thread that cannot be killed: the task's status rules
+    cancelled: bool = False
 
 
 class InlineExecutor:
@@ -86,11 +91,19 @@ class ThreadExecutor:
         return _FutureHandle(job, self._pool.submit(_run, job, self._pids))
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
+        if handle.cancelled:
+            return outcome_of(handle.job.task_id)
         return handle.future.result() if handle.future.done() else None
 
     def cancel(self, handle: _FutureHandle) -> None:
         stop(handle.job.task_id)
         if handle.future.cancel():
+            return
+        if is_function_job(handle.job):
+            handle.cancelled = True
+            # A function step runs in one of our threads, which Python cannot kill: it is
+            # recorded stopped now and its late results are discarded (use the subprocess
+            # executor for steps that must be killed).
             return
         # Running: kill its child as soon as it is known (it may be starting right now).
         while not handle.future.done():
@@ -103,6 +116,33 @@ class ThreadExecutor:
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start pool processes without re-running the user's script in them.
+
+    A spawned process normally imports the parent's ``__main__`` first, which re-runs a
+    pipeline script that lacks an ``if __name__ == "__main__"`` guard (ClearML scripts rarely
+    have one). Steps travel as cloudpickle and need nothing from ``__main__``, so the pool's
+    processes are started (inside ``submit``) while ``__main__`` shows no file or spec.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _main_lock:
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 class ProcessExecutor:
@@ -120,8 +160,9 @@ class ProcessExecutor:
 
     def submit(self, job: Job) -> _FutureHandle:
         settings = get_settings()
-        future = self._get_pool().submit(_run_in_child, job, str(settings.home),
-                                         settings.db_url)
+        with _main_hidden():
+            future = self._get_pool().submit(_run_in_child, job, str(settings.home),
+                                             settings.db_url)
         return _FutureHandle(job, future)
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
@@ -138,10 +179,7 @@ class ProcessExecutor:
             return
         # The task's worker field names the pool process running it: kill it and its
         # children, and start a fresh pool for later jobs.
-        from pipekit.store import get_store
-
-        worker = get_store().get_task(handle.job.task_id).worker or ""
-        pid = worker.rpartition(":")[2]
+        pid = (worker_of(handle.job) or "").rpartition(":")[2]
         if pid.isdigit():
             kill_tree(int(pid))
         pool, self._pool = self._pool, None

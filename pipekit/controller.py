@@ -1,0 +1,469 @@
+"""``PipelineController``: ClearML's pipeline-from-tasks and pipeline-from-functions API.
+
+The controller only *defines*: ``add_parameter``/``add_step``/``add_function_step`` build a
+:class:`~pipekit.nodes.PipelineSpec`, checking each step as it is added (name, base task,
+picklable function, reference syntax). ``start*`` checks the whole DAG (unknown parents and
+references, cycles) and hands it to :class:`~pipekit.runner.Runner`, which runs it.
+
+Modes (SPEC §3): ``start_locally(run_pipeline_steps_locally=True)`` runs every step on this
+machine with an executor plugin (``subprocess`` by default; ``inline`` is debug mode, every
+step synchronous in this process). Steps on a queue run remotely, by ``pipekit agent``
+processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from . import params as P
+from .dag import Dag
+from .errors import (
+    BadReference,
+    DefinitionError,
+    DuplicateStepError,
+    PipekitError,
+    SerializationError,
+    TaskNotFound,
+)
+from .functions import pack
+from .logger import Logger
+from .models import NAME_RE, TaskType
+from .nodes import Node, NodeStatus, PipelineSpec
+from .references import find
+from .runner import Runner
+from .store import get_store
+from .task import Task
+
+__all__ = ["PipelineController"]
+
+MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
+_TASK_OVERRIDE_KEYS = ("name", "comment", "tags")
+
+
+def default_max_workers() -> int | None:
+    raw = os.environ.get(MAX_WORKERS_ENV)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        raise PipekitError(f"{MAX_WORKERS_ENV}={raw!r} is not a positive integer") from None
+    return value
+
+
+class PipelineController:
+    """A pipeline of steps (ClearML's ``PipelineController``); its runs are controller tasks."""
+
+    Node = Node
+
+    #: the controller whose run this process is driving (class-level ``upload_artifact``)
+    _running: ClassVar[PipelineController | None] = None
+
+    def __init__(self, name: str, project: str, version: str | None = None,
+                 auto_version_bump: bool = False, abort_on_failure: bool = False,
+                 add_pipeline_tags: bool = False, target_project: str | bool | None = None,
+                 retry_on_failure: int | Callable[..., bool] | None = None,
+                 default_execution_queue: str | None = None, **_clearml_only: Any) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise DefinitionError(f"pipeline name must be a non-empty string, not {name!r}")
+        _check_retry(retry_on_failure, "pipeline")
+        self._spec = PipelineSpec(
+            name=name, project=project or "default", version=version,
+            abort_on_failure=abort_on_failure, retry_on_failure=retry_on_failure,
+            target_project=target_project if isinstance(target_project, str) else None,
+            add_pipeline_tags=add_pipeline_tags, default_queue=default_execution_queue)
+        self._auto_version_bump = auto_version_bump
+        self._runner: Runner | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- definition ---------------------------------------------------------------------------
+
+    def add_parameter(self, name: str, default: Any = None, description: str | None = None,
+                      param_type: str | None = None) -> None:
+        """A pipeline parameter (``${pipeline.<name>}``), stored in the run's ``Args``."""
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise DefinitionError(f"invalid pipeline parameter name {name!r}")
+        self._spec.parameters[name] = default
+        if description:
+            self._spec.parameter_descriptions[name] = description
+        if param_type:
+            self._spec.parameter_types[name] = str(param_type)
+
+    def add_step(self, name: str, base_task_id: str | None = None,
+                 parents: Sequence[str] | None = None,
+                 parameter_override: Mapping[str, Any] | None = None,
+                 configuration_overrides: Mapping[str, Any] | None = None,
+                 task_overrides: Mapping[str, Any] | None = None,
+                 execution_queue: str | None = None,
+                 monitor_metrics: Sequence[Any] | None = None,
+                 monitor_artifacts: Sequence[Any] | None = None,
+                 monitor_models: Sequence[Any] | None = None,
+                 time_limit: float | None = None, base_task_project: str | None = None,
+                 base_task_name: str | None = None, clone_base_task: bool = True,
+                 continue_on_fail: bool = False,
+                 pre_execute_callback: Callable[..., Any] | None = None,
+                 post_execute_callback: Callable[..., Any] | None = None,
+                 cache_executed_step: bool = False,
+                 base_task_factory: Callable[[Node], Any] | None = None,
+                 retry_on_failure: int | Callable[..., bool] | None = None,
+                 status_change_callback: Callable[..., Any] | None = None,
+                 **_clearml_only: Any) -> bool:
+        """A step that runs a clone of an existing task, with overrides.
+
+        The template is ``base_task_id``, or the most recent task named ``base_task_name``
+        in ``base_task_project``, or what ``base_task_factory(node)`` returns at launch.
+
+        :raises DefinitionError: a bad or duplicate name, no template, a malformed reference.
+        """
+        self._check_name(name)
+        if base_task_factory is None:
+            base_task_id = self._find_template(name, base_task_id, base_task_project,
+                                               base_task_name)
+            if not clone_base_task:
+                status = get_store().get_task(base_task_id).status
+                if status != "created":
+                    raise DefinitionError(f"step {name!r}: clone_base_task=False needs a draft "
+                                          f"(created) task, but {base_task_id} is {status}",
+                                          step=name)
+        overrides = dict(task_overrides or {})
+        for key in overrides:
+            if key not in _TASK_OVERRIDE_KEYS and not key.startswith("script."):
+                raise DefinitionError(f"step {name!r}: task_overrides key {key!r} is not "
+                                      "supported (use name, comment, tags or script.<field>)",
+                                      step=name)
+        parameters = dict(parameter_override or {})
+        for key in parameters:
+            P.split_name(key)
+        node = Node(name=name, base_task_id=base_task_id, queue=execution_queue,
+                    parents=list(parents or ()), timeout=time_limit,
+                    parameters=parameters, configurations=dict(configuration_overrides or {}),
+                    task_overrides=overrides, clone_task=clone_base_task,
+                    continue_on_fail=continue_on_fail, cache_executed_step=cache_executed_step,
+                    monitor_metrics=list(monitor_metrics or ()),
+                    monitor_artifacts=list(monitor_artifacts or ()),
+                    monitor_models=list(monitor_models or ()),
+                    retry_on_failure=retry_on_failure,
+                    pre_execute_callback=pre_execute_callback,
+                    post_execute_callback=post_execute_callback,
+                    status_change_callback=status_change_callback,
+                    base_task_factory=base_task_factory)
+        self._add(node)
+        return True
+
+    def add_function_step(self, name: str, function: Callable[..., Any],
+                          function_kwargs: Mapping[str, Any] | None = None,
+                          function_return: Sequence[str] | None = None,
+                          project_name: str | None = None, task_name: str | None = None,
+                          task_type: str | None = None, parents: Sequence[str] | None = None,
+                          execution_queue: str | None = None,
+                          monitor_metrics: Sequence[Any] | None = None,
+                          monitor_artifacts: Sequence[Any] | None = None,
+                          monitor_models: Sequence[Any] | None = None,
+                          time_limit: float | None = None, continue_on_fail: bool = False,
+                          pre_execute_callback: Callable[..., Any] | None = None,
+                          post_execute_callback: Callable[..., Any] | None = None,
+                          cache_executed_step: bool = False,
+                          retry_on_failure: int | Callable[..., bool] | None = None,
+                          status_change_callback: Callable[..., Any] | None = None,
+                          helper_functions: Sequence[Callable[..., Any]] | None = None,
+                          **_clearml_only: Any) -> bool:
+        """A step that calls ``function(**function_kwargs)`` as its own task.
+
+        The function's source (and ``helper_functions``') is the task's code; each name in
+        ``function_return`` becomes an artifact of the task holding that return value
+        (``${<name>.<return>}`` passes it to another step).
+
+        :raises DefinitionError: a bad or duplicate name, a function that cannot be pickled,
+            a bad return name or a malformed reference.
+        """
+        if not callable(function):
+            raise DefinitionError(f"step {name!r}: function must be callable, not "
+                                  f"{type(function).__name__}", step=name)
+        self._check_name(name)
+        node = function_node(
+            name, function, function_kwargs, function_return, project_name=project_name,
+            task_name=task_name, task_type=task_type, parents=parents, queue=execution_queue,
+            monitor_metrics=monitor_metrics, monitor_artifacts=monitor_artifacts,
+            monitor_models=monitor_models, time_limit=time_limit,
+            continue_on_fail=continue_on_fail, pre_execute_callback=pre_execute_callback,
+            post_execute_callback=post_execute_callback, cache=cache_executed_step,
+            retry_on_failure=retry_on_failure, status_change_callback=status_change_callback,
+            helper_functions=helper_functions)
+        self._add(node)
+        return True
+
+    def _check_name(self, name: str) -> None:
+        if name in self._spec.nodes:
+            raise DuplicateStepError(name)
+        Dag().add(name)  # the naming rule lives with the DAG
+
+    def _add(self, node: Node) -> None:
+        try:
+            find([node.parameters, node.configurations, node.task_overrides])
+        except BadReference as exc:
+            raise BadReference(exc.value, exc.reason, step=node.name) from None
+        _check_retry(node.retry_on_failure, f"step {node.name!r}")
+        self._spec.nodes[node.name] = node
+
+    def _find_template(self, step: str, task_id: str | None, project: str | None,
+                       name: str | None) -> str:
+        store = get_store()
+        try:
+            if task_id:
+                return store.resolve_task_id(task_id)
+            if name:
+                return Task.get_task(project_name=project, task_name=name).id
+        except TaskNotFound as exc:
+            raise DefinitionError(f"step {step!r}: base task not found: {exc}",
+                                  step=step) from None
+        raise DefinitionError(f"step {step!r} needs base_task_id, base_task_project + "
+                              "base_task_name, or base_task_factory", step=step)
+
+    def set_default_execution_queue(self, default_execution_queue: str | None) -> None:
+        self._spec.default_queue = default_execution_queue
+
+    def connect_configuration(self, configuration: Any, name: str | None = None,
+                              description: str | None = None) -> Any:
+        """Keep ``configuration`` (a dict, or text) on the run's controller task."""
+        self._spec.configurations[name or "General"] = configuration
+        return configuration
+
+    def add_tags(self, tags: Sequence[str] | str) -> None:
+        new = [tags] if isinstance(tags, str) else list(tags)
+        self._spec.tags.extend(new)
+        if self._runner is not None and self._runner.run_id is not None:
+            get_store().add_tags(self._runner.run_id, new)
+
+    def get_parameters(self) -> dict[str, Any]:
+        return dict(self._spec.parameters)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self, queue: str | None = "services",
+              step_task_created_callback: Callable[..., Any] | None = None,
+              step_task_completed_callback: Callable[..., Any] | None = None,
+              wait: bool = True) -> bool:
+        """Run the pipeline with its steps sent to their queues (remote mode).
+
+        The controller itself runs in this process.
+        """
+        self._launch(remote=True, executor=None, max_workers=None, wait=wait,
+                     created=step_task_created_callback, completed=step_task_completed_callback)
+        return True
+
+    def start_locally(self, run_pipeline_steps_locally: bool = False,
+                      executor: str | None = None, max_workers: int | None = None,
+                      step_task_created_callback: Callable[..., Any] | None = None,
+                      step_task_completed_callback: Callable[..., Any] | None = None,
+                      wait: bool = True) -> None:
+        """Run the controller here; with ``run_pipeline_steps_locally=True`` every step too.
+
+        :param executor: the executor plugin for local steps: ``subprocess`` (default),
+            ``thread``, ``process``, ``inline`` (debug: synchronous, in this process) or one
+            a plugin registers.
+        :param max_workers: how many steps run at once (default ``PIPEKIT_MAX_WORKERS``,
+            else 8; ``inline`` runs one).
+        """
+        self._launch(remote=not run_pipeline_steps_locally, executor=executor,
+                     max_workers=max_workers, wait=wait, created=step_task_created_callback,
+                     completed=step_task_completed_callback)
+
+    def _launch(self, *, remote: bool, executor: str | None, max_workers: int | None,
+                wait: bool, created: Callable[..., Any] | None,
+                completed: Callable[..., Any] | None) -> None:
+        if self._runner is not None:
+            raise PipekitError(f"pipeline {self._spec.name!r} was already started; create a "
+                               "new PipelineController to run it again")
+        if remote:
+            queued = sorted({n.queue or self._spec.default_queue or "" for n in
+                             self._spec.nodes.values()} - {""})
+            if queued:
+                raise PipekitError(
+                    f"steps are assigned to queue {queued[0]!r}, and running steps on queues "
+                    "needs `pipekit agent`, which this version of pipekit does not have yet: "
+                    "use start_locally(run_pipeline_steps_locally=True)")
+        runner = Runner(self._spec, pipeline=self, executor=executor or "subprocess",
+                        max_workers=max_workers or default_max_workers(),
+                        step_task_created_callback=created,
+                        step_task_completed_callback=completed)
+        runner.start()
+        self._runner = runner
+        PipelineController._running = self
+        if wait:
+            try:
+                runner.run()
+            finally:
+                if PipelineController._running is self:
+                    PipelineController._running = None
+            return
+        self._thread = threading.Thread(target=self._run_in_background, daemon=True,
+                                        name=f"pipekit-run-{runner.run_id}")
+        self._thread.start()
+
+    def _run_in_background(self) -> None:
+        assert self._runner is not None
+        try:
+            self._runner.run()
+        except BaseException as exc:  # kept for wait() to re-raise
+            self._error = exc
+        finally:
+            if PipelineController._running is self:
+                PipelineController._running = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a run started with ``wait=False``; returns whether it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+        return self._runner is not None and self._runner.status is not None
+
+    def stop(self, timeout: float | None = None, mark_failed: bool = False,
+             mark_aborted: bool = False) -> None:
+        """Stop every running step and end the run ``stopped``."""
+        if self._runner is None:
+            return
+        self._runner.stop("stopped by PipelineController.stop()")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def is_running(self) -> bool:
+        return self._runner is not None and self._runner.status is None
+
+    def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
+        """Whether the run completed (a ``continue_on_fail`` step's failure still counts as
+        success, as does a step served from the cache).
+        """
+        return self._runner is not None and self._runner.status == "completed"
+
+    def elapsed(self) -> float:
+        """Seconds since the run started (-1 before it starts)."""
+        if self._runner is None or self._runner.started is None:
+            return -1.0
+        return (self._runner.ended or time.time()) - self._runner.started
+
+    def get_pipeline_dag(self) -> dict[str, Node]:
+        """Every step's :class:`Node`, in the order they were added."""
+        return dict(self._spec.nodes)
+
+    def get_processed_nodes(self) -> list[Node]:
+        """Nodes that have finished (completed, failed, stopped, skipped or cached)."""
+        return [n for n in self._spec.nodes.values() if NodeStatus(n.status).is_final]
+
+    def get_running_nodes(self) -> list[Node]:
+        return [n for n in self._spec.nodes.values() if n.status == NodeStatus.in_progress.value]
+
+    @property
+    def id(self) -> str | None:
+        """The current run's controller task id (``None`` before ``start``)."""
+        return self._runner.run_id if self._runner is not None else None
+
+    @property
+    def task(self) -> Task | None:
+        return Task(self.id) if self.id is not None else None
+
+    # -- acting on the controller task from a step --------------------------------------------
+
+    @classmethod
+    def _controller_task(cls) -> Task:
+        current = Task.current_task()
+        if current is not None:
+            info = current.data
+            if info.type == TaskType.controller.value:
+                return current
+            if info.parent is not None:
+                parent = get_store().get_task(info.parent)
+                if parent.type == TaskType.controller.value:
+                    return Task(parent.id)
+        running = cls._running
+        if running is not None and running.id is not None:
+            return Task(running.id)
+        raise PipekitError("no pipeline is running here: PipelineController.upload_artifact, "
+                           "upload_model and get_logger work inside a pipeline step or while "
+                           "a pipeline runs")
+
+    @classmethod
+    def upload_artifact(cls, name: str, artifact_object: Any,
+                        metadata: Mapping[str, Any] | None = None,
+                        delete_after_upload: bool = False, auto_pickle: bool = True,
+                        preview: Any = None, wait_on_upload: bool = False,
+                        **_clearml_only: Any) -> bool:
+        """Upload an artifact to the pipeline's controller task (from a step or the run)."""
+        return cls._controller_task().upload_artifact(
+            name, artifact_object, metadata=metadata, delete_after_upload=delete_after_upload,
+            preview=preview)
+
+    @classmethod
+    def upload_model(cls, model_name: str, model_local_path: Any,
+                     upload_uri: str | None = None, framework: str | None = None,
+                     **_clearml_only: Any) -> Any:
+        """Upload a model to the pipeline's controller task."""
+        return cls._controller_task().upload_model(model_name, model_local_path,
+                                                   framework=framework)
+
+    @classmethod
+    def get_logger(cls) -> Logger:
+        """The controller task's logger (scalars and text shown on the run)."""
+        return cls._controller_task().get_logger()
+
+
+def _check_retry(value: Any, what: str) -> None:
+    if value is None or callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DefinitionError(f"{what}: retry_on_failure must be a non-negative int or a "
+                              f"callable(pipeline, node, retries), not {value!r}")
+
+
+def function_node(name: str, function: Callable[..., Any],
+                  function_kwargs: Mapping[str, Any] | None,
+                  function_return: Sequence[str] | None, *, project_name: str | None = None,
+                  task_name: str | None = None, task_type: str | None = None,
+                  parents: Sequence[str] | None = None, queue: str | None = None,
+                  monitor_metrics: Sequence[Any] | None = None,
+                  monitor_artifacts: Sequence[Any] | None = None,
+                  monitor_models: Sequence[Any] | None = None, time_limit: float | None = None,
+                  continue_on_fail: bool = False,
+                  pre_execute_callback: Callable[..., Any] | None = None,
+                  post_execute_callback: Callable[..., Any] | None = None, cache: bool = False,
+                  retry_on_failure: int | Callable[..., bool] | None = None,
+                  status_change_callback: Callable[..., Any] | None = None,
+                  helper_functions: Sequence[Callable[..., Any]] | None = None) -> Node:
+    """A function step's :class:`Node` (shared by the controller and the decorator).
+
+    :raises DefinitionError: the function cannot be pickled or a return name is invalid.
+    """
+    returns = [function_return] if isinstance(function_return, str) \
+        else list(function_return or ())
+    for ret in returns:
+        if not isinstance(ret, str) or not NAME_RE.fullmatch(ret) or "." in ret:
+            raise DefinitionError(f"step {name!r}: invalid function_return name {ret!r} "
+                                  "(letters, digits, '_' and '-')", step=name)
+    try:
+        pack(function, name)
+    except SerializationError as exc:
+        raise DefinitionError(str(exc), step=name) from exc
+    if task_type is not None:
+        task_type = str(TaskType(task_type))
+    return Node(name=name, queue=queue, parents=list(parents or ()), timeout=time_limit,
+                parameters={f"kwargs/{k}": v for k, v in (function_kwargs or {}).items()},
+                job_type=task_type, job_code_section=getattr(function, "__name__", None),
+                continue_on_fail=continue_on_fail, cache_executed_step=cache,
+                return_artifacts=returns, monitor_metrics=list(monitor_metrics or ()),
+                monitor_artifacts=list(monitor_artifacts or ()),
+                monitor_models=list(monitor_models or ()), retry_on_failure=retry_on_failure,
+                pre_execute_callback=pre_execute_callback,
+                post_execute_callback=post_execute_callback,
+                status_change_callback=status_change_callback, function=function,
+                helper_functions=list(helper_functions or ()), project_name=project_name,
+                task_name=task_name)

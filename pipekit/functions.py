@@ -1,0 +1,289 @@
+"""A Python function as a task: how it is stored, and how a stored one is called.
+
+A function step's task keeps, as ClearML's do:
+
+* its **code**: the function's source and its helper functions' sources (``task.code``, and
+  their digest as ``code_digest``), so the UI shows it and cache keys see every change;
+* the **callable** itself, cloudpickled into the object store (``script["callable"]`` is the
+  digest; it is verified before it is unpickled);
+* its **arguments**: plain values as parameters ``kwargs/<arg>`` (typed, editable, visible),
+  anything else as a reference ``kwargs_artifacts/<arg> = <task id>.<artifact>`` to a stored
+  artifact, usually a parent step's return value;
+* the names of its **return values** (``script["return"]``): each becomes an artifact of the
+  task, committed before the task counts as completed.
+
+:func:`call` runs such a task in the current process. The worker calls it for every
+executor: in the controller (inline, thread), in a pool process, or in a step subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from . import params as P
+from .capture import ThreadCapture
+from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
+from .hashing import digest_bytes, digest_code, function_source
+from .models import ParamInfo, Status, TaskInfo, check_name
+from .references import Kind, Ref, resolve
+from .store import Store, get_store
+from .task import executing, worker_id
+
+__all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "is_function_task",
+           "pack_callable", "split_kwargs"]
+
+KWARGS = "kwargs"
+KWARGS_ARTIFACTS = "kwargs_artifacts"
+KIND = "function"
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@attrs.frozen
+class ArtifactInput:
+    """An argument that is a stored artifact: ``task``'s artifact ``name``."""
+
+    task: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.task}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ArtifactInput:
+        task, sep, name = text.partition(".")
+        if not sep or not task or not name:
+            raise PipekitError(f"bad artifact input {text!r}: expected '<task id>.<artifact>'")
+        return cls(task, name)
+
+
+@attrs.frozen
+class FunctionCode:
+    """What a function step's task records as its code."""
+
+    source: str
+    digest: str
+    entry_point: str
+
+
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` can be a ``kwargs/`` parameter: text that casts back to an equal value."""
+    if isinstance(value, _PLAIN):
+        return not isinstance(value, float) or value == value  # NaN never compares equal
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            text = P.to_text(value)
+            return bool(P.cast(text, stored_type=type(value).__name__) == value)
+        except (PipekitError, RecursionError):
+            return False
+    return False
+
+
+def code_of(fn: Callable[..., Any], helpers: Iterable[Callable[..., Any]] = (),
+            pickled: bytes | None = None) -> FunctionCode:
+    """The source and digest a function step records (a helper's change changes the digest).
+
+    A function without retrievable source (built in a REPL or by ``exec``) is identified by
+    its pickle instead.
+    """
+    helpers = list(helpers)
+    name = getattr(fn, "__qualname__", getattr(fn, "__name__", type(fn).__name__))
+    try:
+        parts = [function_source(fn), *(function_source(h) for h in helpers)]
+        return FunctionCode("\n\n".join(parts), digest_code(fn, helpers), name)
+    except (OSError, TypeError):
+        data = pickled if pickled is not None else pack(fn, name)
+        return FunctionCode(f"# source of {name} is not available\n", digest_bytes(data), name)
+
+
+def pack(fn: Callable[..., Any], step: str) -> bytes:
+    """``fn`` cloudpickled.
+
+    :raises SerializationError: it cannot be pickled (naming the step and why).
+    """
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(fn)
+    except Exception as exc:
+        raise SerializationError(f"step {step!r}: function {getattr(fn, '__name__', fn)!r} "
+                                 f"cannot be pickled: {type(exc).__name__}: {exc}") from exc
+
+
+# In-process callables by digest: what the runner handed over or what was loaded (and
+# verified) once. A digest names exact bytes, so one entry serves every step that uses it.
+_callables: dict[str, Callable[..., Any]] = {}
+_callables_lock = threading.Lock()
+
+
+def pack_callable(store: Store, fn: Callable[..., Any], data: bytes) -> str:
+    """Store ``fn``'s pickle ``data`` as an object; returns its digest.
+
+    The controller process remembers ``fn`` under that digest, so steps it runs itself call
+    the original object (breakpoints work) instead of an unpickled copy.
+    """
+    digest = digest_bytes(data)
+    if not store.blobs.path(digest).exists():
+        store.blobs.put_bytes(data)
+    with _callables_lock:
+        _callables[digest] = fn
+    return digest
+
+
+def _load_callable(store: Store, digest: str, name: str) -> Callable[..., Any]:
+    fn = _callables.get(digest)
+    if fn is None:
+        path = store.blobs.verified_path(digest, f"{name} (function)")
+        with open(path, "rb") as fh:
+            fn = pickle.load(fh)  # noqa: S301 - digest verified just above
+        with _callables_lock:
+            _callables[digest] = fn
+    return fn
+
+
+def split_kwargs(kwargs: Mapping[str, Any]) -> tuple[list[ParamInfo], dict[str, ArtifactInput],
+                                                     dict[str, Any]]:
+    """Sort resolved arguments into ``kwargs/`` parameters, artifact inputs and other objects
+    (which the caller stores as artifacts and then passes as inputs).
+    """
+    plain: list[ParamInfo] = []
+    inputs: dict[str, ArtifactInput] = {}
+    objects: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if isinstance(value, ArtifactInput):
+            inputs[name] = value
+        elif is_plain(value):
+            plain.append(ParamInfo(KWARGS, name, P.to_text(value), P.type_name(value)))
+        else:
+            objects[name] = value
+    return plain, inputs, objects
+
+
+def input_params(inputs: Mapping[str, ArtifactInput]) -> list[ParamInfo]:
+    return [ParamInfo(KWARGS_ARTIFACTS, name, str(ref), "artifact")
+            for name, ref in inputs.items()]
+
+
+def script_of(code: FunctionCode, callable_digest: str, returns: Iterable[str]) -> dict[str, Any]:
+    """The ``script`` record of a function step's task."""
+    return {"kind": KIND, "entry_point": code.entry_point, "callable": callable_digest,
+            "return": list(returns), "path": None}
+
+
+def is_function_task(info: TaskInfo) -> bool:
+    return info.script.get("kind") == KIND
+
+
+# -- running a function task ----------------------------------------------------------------
+
+
+def _arguments(store: Store, task_id: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for param in store.get_parameters(task_id).values():
+        if param.section == KWARGS:
+            kwargs[param.name] = P.cast_param(param)
+        elif param.section == KWARGS_ARTIFACTS:
+            ref = ArtifactInput.parse(param.value)
+            # Loading verifies the object's digest: a step never starts on a value that
+            # was not committed whole (RELIABILITY 18).
+            kwargs[param.name] = _load_input(store, ref)
+    # Secrets are resolved here, in the step, and never written back (SPEC: ${env:NAME}).
+    return resolve(kwargs, _env_lookup, env=True)
+
+
+def _load_input(store: Store, ref: ArtifactInput) -> Any:
+    from .artifacts import load_value
+
+    info = store.get_artifact(ref.task, ref.name)
+    return load_value(store, info.ref, ref.name)
+
+
+def _env_lookup(ref: Ref) -> Any:
+    if ref.kind is not Kind.ENV:
+        raise PipekitError(f"unresolved reference {ref.text!r} reached the step")
+    try:
+        return os.environ[ref.name or ""]
+    except KeyError:
+        raise PipekitError(f"environment variable {ref.name!r} (from {ref.text}) is not set "
+                           "in the step's environment") from None
+
+
+def _outputs(result: Any, names: list[str], step: str) -> list[tuple[str, Any]]:
+    if not names:
+        return []
+    if len(names) == 1:
+        return [(names[0], result)]
+    if not isinstance(result, (tuple, list)):
+        raise StepFailed(step, "failed", f"returned one {type(result).__name__} but "
+                         f"function_return names {len(names)} values {names}")
+    if len(result) != len(names):
+        raise StepFailed(step, "failed", f"returned {len(result)} values but function_return "
+                         f"names {len(names)} {names}")
+    return list(zip(names, result, strict=True))
+
+
+def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> TaskInfo:
+    """Run a ``created``/``queued`` function task here to its final status; returns it.
+
+    The task is ``completed`` only after each return value's artifact is committed; an
+    exception fails it with ``Type: message`` and the traceback in its log.
+
+    :param capture: copy this thread's output into the task log (a step subprocess
+        redirects its whole output instead).
+    :raises TaskStateError: the task is not in a runnable status.
+    """
+    store = get_store()
+    info = store.get_task(task_id)
+    if info.status not in (Status.created.value, Status.queued.value):
+        raise TaskStateError(info.id, info.status, "run")
+    store.transition(info.id, Status.in_progress, worker=worker or worker_id())
+    script = info.script
+    log = ThreadCapture(store.log_path(info.id)) if capture else None
+    failure: str | None = None
+    stopped: str | None = None
+    try:
+        with executing(info.id) as task:
+            fn = _load_callable(store, script["callable"], info.name)
+            kwargs = _arguments(store, info.id)
+            result = fn(**kwargs)
+            outputs = _outputs(result, list(script.get("return") or ()), info.name)
+            if not Status(store.get_task(info.id).status).is_final:
+                # (a step stopped or timed out meanwhile keeps nothing)
+                for name, value in outputs:
+                    task.upload_artifact(check_name("artifact", name), value)
+    except KeyboardInterrupt:
+        stopped = "stopped by user (KeyboardInterrupt)"
+        raise
+    except BaseException as exc:
+        if isinstance(exc, StepFailed):
+            failure = exc.reason
+        else:
+            failure = f"{type(exc).__name__}: {exc}"
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if log is not None:
+            log.write_log(text)
+        else:
+            import sys
+
+            sys.stderr.write(text)
+            sys.stderr.flush()
+    finally:
+        from .logger import flush_metrics
+
+        flush_metrics(info.id)
+        if log is not None:
+            store.set_log_size(info.id, log.stop())
+        if stopped:
+            store.set_status(info.id, Status.stopped, reason=stopped)
+        elif failure is not None:
+            store.set_status(info.id, Status.failed, reason=failure)
+        else:
+            store.set_status(info.id, Status.completed)
+    return store.get_task(info.id)

@@ -1,0 +1,668 @@
+"""The single run loop: every pipeline run, controller or decorator, goes through here.
+
+For each node whose parents all succeeded, in order (SPEC §3):
+
+    resolve references -> pre_execute / step_task_created callbacks (may veto or edit)
+    -> create the step's task -> ``pipekit_step_created`` -> executor
+    -> outcome -> post_execute / step_task_completed callbacks -> status change callbacks
+
+The loop owns the failure policy: a failed node's descendants are skipped; the run fails
+unless the node had ``continue_on_fail``; ``abort_on_failure`` stops everything at the first
+failure; ``retry_on_failure`` re-runs a failed node as a fresh task; ``time_limit`` fails a
+node that runs too long. The run ends with exactly one final status and, in the same
+transaction, no step left non-terminal (:meth:`pipekit.store.Store.finish_run`).
+
+One thread drives the loop at a time; others (the decorator's pipeline function, ``stop()``)
+talk to it through :meth:`Runner.add`, :meth:`Runner.stop` and :meth:`Runner.wait_for`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import functions
+from . import params as P
+from .dag import Dag
+from .errors import DefinitionError, PipekitError, UnknownReference
+from .executor import Executor, Job, Outcome, make_executor
+from .models import ParamInfo, Status, TaskType
+from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
+from .plugin_manager import call_each, has_impls, notify
+from .references import Kind, Ref, check, find, resolve, step_dependencies
+from .store import get_store
+from .task import Task, _script_info
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runner", "StepJob", "build_dag"]
+
+#: longest pause between two turns of the loop while steps run (it wakes early on events)
+_MAX_IDLE = 0.02
+
+
+class StepJob:
+    """``node.job``: the step's task, with the few ``ClearmlJob`` methods callbacks use."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task = Task(task_id)
+
+    def task_id(self) -> str:
+        return self.task.id
+
+    def status(self) -> str:
+        return self.task.get_status()
+
+    def is_completed(self) -> bool:
+        return self.status() in (Status.completed.value, Status.published.value)
+
+    def is_failed(self) -> bool:
+        return self.status() == Status.failed.value
+
+    def is_stopped(self) -> bool:
+        return Status(self.status()).is_final
+
+    def __repr__(self) -> str:
+        return f"<StepJob {self.task.id}>"
+
+
+def build_dag(nodes: Iterable[Node]) -> Dag:
+    """The DAG of ``nodes``: declared parents plus every step their references name."""
+    dag = Dag()
+    for node in nodes:
+        dag.add(node.name, _all_parents(node))
+    return dag
+
+
+def _all_parents(node: Node) -> list[str]:
+    refs = step_dependencies([node.parameters, node.configurations, node.task_overrides])
+    return list(dict.fromkeys([*node.parents, *sorted(refs)]))
+
+
+def validate(spec: PipelineSpec) -> Dag:
+    """Check a whole pipeline before anything runs; returns its DAG.
+
+    :raises DefinitionError: an unknown parent, a cycle, a malformed reference or one to an
+        unknown step, pipeline parameter or return value; each names the step.
+    """
+    dag = build_dag(spec.nodes.values())
+    dag.validate()
+    steps = list(spec.nodes)
+    for node in spec.nodes.values():
+        _check_node_refs(node, spec, steps)
+    return dag
+
+
+def _check_node_refs(node: Node, spec: PipelineSpec, steps: list[str]) -> None:
+    values = [node.parameters, node.configurations, node.task_overrides]
+    check(values, steps, spec.parameters, node.name)
+    for ref in find(values):
+        if ref.kind is Kind.RETURN and ref.step in spec.nodes:
+            source = spec.nodes[ref.step]
+            if ref.name not in source.return_artifacts:
+                names = source.return_artifacts
+                raise UnknownReference(node.name, ref.text, names, missing=ref.name,
+                                       what=f"return value of step {ref.step!r}")
+
+
+class Runner:
+    """Runs one pipeline: creates its controller task, drives its nodes, ends the run."""
+
+    def __init__(self, spec: PipelineSpec, *, pipeline: Any = None, executor: str = "subprocess",
+                 max_workers: int | None = None, dynamic: bool = False,
+                 step_task_created_callback: Callable[..., Any] | None = None,
+                 step_task_completed_callback: Callable[..., Any] | None = None,
+                 script: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.nodes: dict[str, Node] = spec.nodes
+        self.pipeline = pipeline
+        self.executor_name = executor
+        self.max_workers = max(1, max_workers or (1 if executor == "inline" else 8))
+        self.dynamic = dynamic
+        self._created_cb = step_task_created_callback
+        self._completed_cb = step_task_completed_callback
+        self._script = script
+        self.dag = Dag()
+        self.run_id: str | None = None
+        self.info: RunInfo | None = None
+        self.status: str | None = None
+        self.reason = ""
+        self.started: float | None = None
+        self.ended: float | None = None
+        self._executor: Executor | None = None
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._ready: deque[str] = deque()
+        self._waiting: dict[str, int] = {}  # pending node -> parents not yet successful
+        self._running: dict[str, tuple[Any, float]] = {}  # node -> (handle, monotonic start)
+        self._closed = not dynamic
+        self._stop_reason: str | None = None
+        self._aborting: str | None = None
+        self._failed: list[str] = []
+        self._pickles: dict[str, bytes] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Validate, create the controller task and the run record; returns the run id."""
+        spec = self.spec
+        self.dag = validate(spec)
+        for node in spec.nodes.values():
+            self._pickle(node)
+        store = get_store()
+        params = [ParamInfo("Args", name, P.to_text(value),
+                            spec.parameter_types.get(name) or P.type_name(value),
+                            spec.parameter_descriptions.get(name, ""))
+                  for name, value in spec.parameters.items()]
+        configurations = {name: _config_text(value)
+                          for name, value in spec.configurations.items()}
+        script = self._script if self._script is not None else _script_info()
+        info = store.create_task(project=spec.project, name=spec.name,
+                                 type=TaskType.controller.value, status=Status.in_progress,
+                                 script=script, code_digest=script.get("digest"),
+                                 tags=["pipeline", *spec.tags], params=params,
+                                 configurations=configurations)
+        self.run_id = info.id
+        version = spec.version or "1.0.0"
+        store.create_run(info.id, dag=self.dag.to_dict(), version=version)
+        self.info = RunInfo(id=info.id, name=spec.name, project=spec.project, version=version,
+                            pipeline=self.pipeline,
+                            step_task_created_callback=self._created_cb,
+                            step_task_completed_callback=self._completed_cb)
+        self.started = time.time()
+        with self._lock:
+            for name in self.dag.order():
+                self._enter(self.nodes[name])
+        notify("pipekit_pipeline_started", run=self.info)
+        return info.id
+
+    def run(self) -> str:
+        """Start (if needed) and drive the run to its end; returns its final status.
+
+        Ctrl-C stops every running step and the run (``stopped``), then re-raises.
+        """
+        if self.run_id is None:
+            self.start()
+        try:
+            self.run_until(lambda: self._finished())
+        except KeyboardInterrupt:
+            self.stop("stopped by user (KeyboardInterrupt)")
+            self._cancel_all()
+            self._finish()
+            raise
+        except BaseException as exc:
+            self._aborting = self._aborting or f"pipeline controller error: {exc}"
+            self._cancel_all()
+            self._finish()
+            raise
+        return self._finish()
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Turn the loop until ``done()`` (checked under the lock) or the run can go no further."""
+        if self._executor is None:
+            self._executor = make_executor(self.executor_name, max_workers=self.max_workers)
+        idle = 0.0005
+        while True:
+            with self._lock:
+                if done() or self._finished():
+                    return
+            self._wake.clear()
+            if self._turn():
+                idle = 0.0005
+                continue
+            self._wake.wait(idle)
+            idle = min(idle * 2, _MAX_IDLE)
+
+    def stop(self, reason: str = "stopped by user") -> None:
+        """Ask the loop to stop every running step and end the run ``stopped``."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        self._wake.set()
+
+    def add(self, node: Node) -> None:
+        """Add a node to a running dynamic run (a decorated pipeline calling a component).
+
+        :raises DefinitionError: a duplicate name, a parent that does not exist, or a bad
+            reference.
+        """
+        with self._lock:
+            if self.run_id is None:
+                raise PipekitError("the run has not started")
+            if node.name in self.nodes:
+                from .errors import DuplicateStepError
+
+                raise DuplicateStepError(node.name)
+            parents = _all_parents(node)
+            for parent in parents:
+                if parent not in self.nodes:
+                    from .errors import UnknownParentError
+
+                    raise UnknownParentError(node.name, parent, self.nodes)
+            _check_node_refs(node, self.spec, [*self.nodes, node.name])
+            self._pickle(node)
+            self.dag.add(node.name, parents)
+            self.nodes[node.name] = node
+            get_store().add_node(self.run_id, node.name, parents, self.dag.to_dict())
+            self._enter(node)
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more nodes will be added: the run ends once the last one finishes."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+
+    def wait_for(self, name: str, timeout: float | None = None) -> Node:
+        """Block until node ``name`` is final (driving nothing: another thread runs the loop)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not NodeStatus(self.nodes[name].status).is_final:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        return self.nodes[name]
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        return (self._closed or self._stop_reason is not None or self._aborting is not None) \
+            and not self._running and (not self._ready or self._halting())
+
+    def _halting(self) -> bool:
+        return self._stop_reason is not None or self._aborting is not None
+
+    def _turn(self) -> bool:
+        """One turn: halt if asked, collect outcomes, enforce time limits, launch ready
+        nodes. Returns whether anything happened.
+        """
+        busy = False
+        if self._halting():
+            busy = self._cancel_all()
+            with self._lock:
+                while self._ready:
+                    self._skip(self.nodes[self._ready.popleft()], self._stop_reason
+                               or self._aborting or "")
+            return busy
+        assert self._executor is not None
+        for name, (handle, begun) in list(self._running.items()):
+            outcome = self._executor.poll(handle)
+            node = self.nodes[name]
+            if outcome is None and node.timeout and time.monotonic() - begun > node.timeout:
+                outcome = self._time_out(node, handle)
+            if outcome is not None:
+                del self._running[name]
+                self._collect(node, outcome)
+                busy = True
+        while self._ready and len(self._running) < self.max_workers and not self._halting():
+            with self._lock:
+                name = self._ready.popleft()
+            self._launch(self.nodes[name])
+            busy = True
+            if self.executor_name == "inline":
+                break  # collect the outcome before launching the next one
+        return busy
+
+    def _enter(self, node: Node) -> None:
+        """Place a pending node: ready, waiting on parents, or skipped (a parent can't succeed)."""
+        parents = self.dag.parents(node.name)
+        bad = [p for p in parents if NodeStatus(self.nodes[p].status).is_final
+               and not NodeStatus(self.nodes[p].status).is_success]
+        if bad:
+            self._skip(node, f"parent {bad[0]!r} {self.nodes[bad[0]].status}")
+            return
+        missing = sum(1 for p in parents if not NodeStatus(self.nodes[p].status).is_success)
+        if missing:
+            self._waiting[node.name] = missing
+        else:
+            self._ready.append(node.name)
+
+    def _launch(self, node: Node) -> None:
+        assert self.info is not None and self._executor is not None
+        try:
+            resolved = self._resolve(node)
+            snapshot = dict(node.parameters)
+            veto = call_each("pipekit_step_pre_execute", node=node, run=self.info,
+                             parameters=resolved)
+            if node.skip_job or any(v is False for v in veto):
+                self._skip(node, "skipped by pre_execute callback", cascade=True)
+                return
+            if node.parameters != snapshot:  # a callback edited node.parameters: re-resolve
+                edited = {k: v for k, v in node.parameters.items() if snapshot.get(k, _NO) != v}
+                resolved.update(self._resolve(node, edited))
+                for key in set(snapshot) - set(node.parameters):
+                    resolved.pop(key, None)
+            task_id = self._create_task(node, resolved)
+        except Exception as exc:
+            self._fail(node, _describe(exc, node))
+            return
+        self._submit(node, task_id)
+
+    def _submit(self, node: Node, task_id: str) -> None:
+        assert self.info is not None and self._executor is not None
+        node.job = StepJob(task_id)
+        node.tasks.append(task_id)
+        node.job_started = time.time()
+        node.job_ended = None
+        if has_impls("pipekit_step_created"):
+            notify("pipekit_step_created", node=node, task=get_store().get_task(task_id),
+                   run=self.info)
+        self._set_status(node, NodeStatus.in_progress, task=task_id)
+        try:
+            handle = self._executor.submit(Job(task_id, node.name))
+        except Exception as exc:
+            reason = f"executor {self.executor_name!r} could not start it: {_cause(exc)}"
+            get_store().set_status(task_id, Status.failed, reason=reason)
+            self._collect(node, Outcome(Status.failed.value, reason))
+            return
+        self._running[node.name] = (handle, time.monotonic())
+
+    def _collect(self, node: Node, outcome: Outcome) -> None:
+        node.job_ended = time.time()
+        task_id = node.job.task_id() if node.job is not None else None
+        if outcome.ok:
+            node.executed = task_id
+            old = self._set_status(node, NodeStatus.completed, task=task_id, quiet=True)
+            try:
+                call_each("pipekit_step_completed", node=node,
+                          task=get_store().get_task(task_id), run=self.info)
+            except Exception as exc:
+                self._announce(node, old)
+                node.executed = False
+                self._fail(node, f"post_execute callback failed: {_cause(exc)}")
+                return
+            self._announce(node, old)
+            with self._lock:
+                for child in self.dag.children(node.name):
+                    left = self._waiting.get(child)
+                    if left is None:
+                        continue
+                    if left <= 1:
+                        del self._waiting[child]
+                        self._ready.append(child)
+                    else:
+                        self._waiting[child] = left - 1
+            return
+        if outcome.status == Status.stopped.value and self._halting():
+            node.executed = False
+            self._fail(node, outcome.reason or "stopped", status=NodeStatus.stopped)
+            return
+        if outcome.status == Status.failed.value and self._retry(node, task_id):
+            return
+        node.executed = False
+        status = NodeStatus.stopped if outcome.status == Status.stopped.value \
+            else NodeStatus.failed
+        self._fail(node, outcome.reason or outcome.status, status=status)
+
+    def _retry(self, node: Node, task_id: str | None) -> bool:
+        policy = node.retry_on_failure if node.retry_on_failure is not None \
+            else self.spec.retry_on_failure
+        if policy is None or task_id is None or self._halting():
+            return False
+        if callable(policy):
+            again = bool(policy(self.pipeline, node, node.attempt))
+        else:
+            again = node.attempt < int(policy)
+        if not again:
+            return False
+        node.attempt += 1
+        log.warning("step %r failed; retrying (attempt %d)", node.name, node.attempt + 1)
+        clone = get_store().clone_task(task_id, name=node.job.task.name, parent=self.run_id)
+        self._submit(node, clone.id)
+        return True
+
+    def _time_out(self, node: Node, handle: Any) -> Outcome:
+        assert self._executor is not None
+        reason = f"time limit of {node.timeout:g} s exceeded"
+        task_id = node.job.task_id()
+        get_store().set_status(task_id, Status.failed, reason=reason)
+        self._executor.cancel(handle)
+        return Outcome(Status.failed.value, reason)
+
+    def _cancel_all(self) -> bool:
+        if not self._running or self._executor is None:
+            return False
+        for name, (handle, _) in list(self._running.items()):
+            self._executor.cancel(handle)
+            outcome = self._executor.poll(handle) or Outcome(Status.stopped.value)
+            del self._running[name]
+            node = self.nodes[name]
+            node.job_ended = time.time()
+            node.executed = False
+            self._fail(node, outcome.reason or self._stop_reason or self._aborting or "stopped",
+                       status=NodeStatus.stopped if outcome.status != Status.failed.value
+                       else NodeStatus.failed)
+        return True
+
+    # -- node outcomes ------------------------------------------------------------------------
+
+    def _fail(self, node: Node, reason: str, status: NodeStatus = NodeStatus.failed) -> None:
+        node.reason = reason
+        if node.executed is None:
+            node.executed = False
+        self._set_status(node, status)
+        if not node.continue_on_fail:
+            self._failed.append(node.name)
+            if self.spec.abort_on_failure and self._aborting is None:
+                self._aborting = f"step {node.name!r} failed: {reason}"
+                self._wake.set()
+        self._skip_descendants(node)
+
+    def _skip(self, node: Node, reason: str, cascade: bool = True) -> None:
+        node.reason = reason
+        self._set_status(node, NodeStatus.skipped)
+        if cascade:
+            self._skip_descendants(node)
+
+    def _skip_descendants(self, node: Node) -> None:
+        with self._lock:
+            below = self.dag.descendants(node.name)
+            for name in self.dag.order():
+                if name in below:
+                    other = self.nodes[name]
+                    if other.status == NodeStatus.pending.value:
+                        self._waiting.pop(name, None)
+                        if name in self._ready:
+                            self._ready.remove(name)
+                        self._skip(other, f"parent {node.name!r} {node.status}", cascade=False)
+
+    def _set_status(self, node: Node, new: NodeStatus, task: str | None = None,
+                    quiet: bool = False) -> str:
+        """Record a node's new status; returns the old one. ``quiet`` defers the status
+        change callbacks to :meth:`_announce` (post-execute callbacks run first).
+        """
+        old = node.status
+        now = time.time()
+        with self._changed:
+            node.status = new.value
+            self._changed.notify_all()
+        assert self.run_id is not None
+        get_store().set_node(self.run_id, node.name, new.value, task=task,
+                             attempt=node.attempt,
+                             started=now if new is NodeStatus.in_progress else None,
+                             ended=now if new.is_final else None)
+        if not quiet:
+            self._announce(node, old)
+        return old
+
+    def _announce(self, node: Node, old: str) -> None:
+        if has_impls("pipekit_step_status_changed"):
+            task = node.job.task.data if node.job is not None else None
+            notify("pipekit_step_status_changed", node=node, task=task, old=old,
+                   new=node.status, run=self.info)
+
+    def _finish(self) -> str:
+        """End the run: one final status, no step left open; returns the status."""
+        assert self.run_id is not None
+        if self.status is not None:
+            return self.status
+        if self._stop_reason is not None:
+            status, reason = Status.stopped, self._stop_reason
+        elif self._aborting is not None:
+            status, reason = Status.failed, self._aborting
+        elif self._failed:
+            first = self.nodes[self._failed[0]]
+            status, reason = Status.failed, f"step {first.name!r} failed: {first.reason}"
+        else:
+            status, reason = Status.completed, ""
+        for node in self.nodes.values():
+            if not NodeStatus(node.status).is_final:
+                self._skip(node, reason or "run ended", cascade=False)
+        get_store().finish_run(self.run_id, status, reason)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        self.status, self.reason = status.value, reason
+        self.ended = time.time()
+        notify("pipekit_pipeline_finished", run=self.info, status=status.value)
+        return status.value
+
+    # -- resolving and creating a step's task -------------------------------------------------
+
+    def _lookup(self, ref: Ref) -> Any:
+        store = get_store()
+        if ref.kind is Kind.PIPELINE:
+            return self.spec.parameters[ref.name]
+        node = self.nodes[ref.step]
+        task_id = node.executed
+        if not isinstance(task_id, str):
+            raise PipekitError(f"{ref.text}: step {ref.step!r} has no task ({node.status})")
+        if ref.kind is Kind.ID:
+            return task_id
+        if ref.kind is Kind.PARAMETER:
+            section, key = P.split_name(ref.name or "")
+            param = store.get_parameters(task_id).get(f"{section}/{key}")
+            if param is None:
+                raise PipekitError(f"{ref.text}: step {ref.step!r} has no parameter "
+                                   f"{section}/{key}")
+            return P.cast_param(param)
+        if ref.kind in (Kind.ARTIFACT, Kind.RETURN):
+            store.get_artifact(task_id, ref.name or "")  # raises ArtifactNotFound
+            return functions.ArtifactInput(task_id, ref.name or "")
+        if ref.kind is Kind.ARTIFACT_URL:
+            return Task(task_id).artifacts[ref.name or ""].url
+        if ref.kind is Kind.MODEL:
+            models = Task(task_id).models["output"]
+            try:
+                model = models[ref.index or 0]
+            except IndexError:
+                raise PipekitError(f"{ref.text}: step {ref.step!r} has {len(models)} output "
+                                   "models") from None
+            return model.id if ref.attr == "id" else model.url
+        raise PipekitError(f"{ref.text}: cannot be resolved by the controller")
+
+    def _resolve(self, node: Node, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        source = node.parameters if values is None else values
+        return {key: resolve(value, self._lookup) for key, value in source.items()}
+
+    def _pickle(self, node: Node) -> None:
+        if node.function is not None and node.name not in self._pickles:
+            self._pickles[node.name] = functions.pack(node.function, node.name)
+
+    def _create_task(self, node: Node, resolved: dict[str, Any]) -> str:
+        assert self.run_id is not None
+        store = get_store()
+        tags = [f"pipe: {self.run_id}"] if self.spec.add_pipeline_tags else []
+        project = node.project_name or self.spec.target_project or self.spec.project
+        if node.function is not None:
+            data = self._pickles[node.name]
+            code = functions.code_of(node.function, node.helper_functions, data)
+            digest = functions.pack_callable(store, node.function, data)
+            kwargs = {key.partition("/")[2]: value for key, value in resolved.items()
+                      if key.startswith(f"{functions.KWARGS}/")}
+            plain, inputs, objects = functions.split_kwargs(kwargs)
+            controller = Task(self.run_id)
+            for arg, value in objects.items():
+                name = f"{node.name}.{arg}"
+                controller.upload_artifact(name, value)
+                inputs[arg] = functions.ArtifactInput(self.run_id, name)
+            info = store.create_task(
+                project=project, name=node.task_name or node.name,
+                type=node.job_type or TaskType.data_processing.value, parent=self.run_id,
+                script=functions.script_of(code, digest, node.return_artifacts),
+                code_digest=code.digest, code=code.source, tags=tags,
+                params=[*plain, *functions.input_params(inputs)])
+            return info.id
+        if node.base_task_factory is not None:
+            made = node.base_task_factory(node)
+            task_id = made.id if isinstance(made, Task) else str(made)
+        elif node.clone_task:
+            assert node.base_task_id is not None
+            task_id = store.clone_task(node.base_task_id, name=node.task_name or node.name,
+                                       parent=self.run_id,
+                                       project=node.project_name or self.spec.target_project).id
+        else:
+            assert node.base_task_id is not None
+            task_id = node.base_task_id
+            store.update_task(task_id, parent=self.run_id)
+        existing = store.get_parameters(task_id)
+        rows = []
+        for key, value in resolved.items():
+            section, name = P.split_name(key)
+            old = existing.get(f"{section}/{name}")
+            rows.append(ParamInfo(section, name, P.to_text(value),
+                                  old.type if old is not None else P.type_name(value),
+                                  old.description if old is not None else ""))
+        if rows:
+            store.set_parameters(task_id, rows)
+        for name, value in resolve(node.configurations, self._lookup).items():
+            text, kind = _config_text(value)
+            store.set_configuration(task_id, name, text, kind)
+        if node.task_overrides:
+            _apply_task_overrides(task_id, resolve(node.task_overrides, self._lookup))
+        if tags:
+            store.add_tags(task_id, tags)
+        return task_id
+
+
+_NO = object()
+
+
+def _config_text(value: Any) -> tuple[str, str]:
+    if isinstance(value, str):
+        return value, "text"
+    return json.dumps(value, default=str, indent=2), "json"
+
+
+_TASK_FIELDS = {"name", "comment"}
+
+
+def _apply_task_overrides(task_id: str, overrides: dict[str, Any]) -> None:
+    """``task_overrides`` as ClearML names them: ``name``, ``comment``, ``tags`` and
+    ``script.<field>`` (e.g. ``script.argv``, ``script.working_dir``).
+    """
+    store = get_store()
+    info = store.get_task(task_id)
+    script = dict(info.script)
+    fields: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in _TASK_FIELDS:
+            fields[key] = str(value)
+        elif key == "tags":
+            store.add_tags(task_id, [value] if isinstance(value, str) else list(value))
+        elif key.startswith("script."):
+            script[key.partition(".")[2]] = value
+        else:
+            raise DefinitionError(f"task_overrides key {key!r} is not supported: use name, "
+                                  "comment, tags or script.<field>")
+    if script != info.script:
+        fields["script"] = script
+    if fields:
+        store.update_task(task_id, **fields)
+
+
+def _cause(exc: BaseException) -> str:
+    inner = exc.__cause__ or exc
+    return f"{type(inner).__name__}: {inner}"
+
+
+def _describe(exc: BaseException, node: Node) -> str:
+    if isinstance(exc, PipekitError) and exc.__cause__ is None:
+        return str(exc)
+    return _cause(exc)
