@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from . import params as P
 from .dag import Dag
@@ -34,7 +34,7 @@ from .logger import Logger
 from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
 from .references import find
-from .runner import Runner
+from .runner import Runner, active_run
 from .store import get_store
 from .task import Task
 
@@ -61,9 +61,6 @@ class PipelineController:
     """A pipeline of steps (ClearML's ``PipelineController``); its runs are controller tasks."""
 
     Node = Node
-
-    #: the controller whose run this process is driving (class-level ``upload_artifact``)
-    _running: ClassVar[PipelineController | None] = None
 
     def __init__(self, name: str, project: str, version: str | None = None,
                  auto_version_bump: bool = False, abort_on_failure: bool = False,
@@ -295,13 +292,8 @@ class PipelineController:
                         step_task_completed_callback=completed)
         runner.start()
         self._runner = runner
-        PipelineController._running = self
         if wait:
-            try:
-                runner.run()
-            finally:
-                if PipelineController._running is self:
-                    PipelineController._running = None
+            runner.run()
             return
         self._thread = threading.Thread(target=self._run_in_background, daemon=True,
                                         name=f"pipekit-run-{runner.run_id}")
@@ -313,9 +305,6 @@ class PipelineController:
             self._runner.run()
         except BaseException as exc:  # kept for wait() to re-raise
             self._error = exc
-        finally:
-            if PipelineController._running is self:
-                PipelineController._running = None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a run started with ``wait=False``; returns whether it has ended."""
@@ -363,6 +352,16 @@ class PipelineController:
     def get_running_nodes(self) -> list[Node]:
         return [n for n in self._spec.nodes.values() if n.status == NodeStatus.in_progress.value]
 
+    @classmethod
+    def _attach(cls, spec: PipelineSpec) -> PipelineController:
+        """A controller view of a run the decorator drives (what its callbacks receive);
+        the caller sets its ``_runner``."""
+        self = cls.__new__(cls)
+        self._spec, self._runner = spec, None
+        self._auto_version_bump = False
+        self._thread, self._error = None, None
+        return self
+
     @property
     def id(self) -> str | None:
         """The current run's controller task id (``None`` before ``start``)."""
@@ -385,9 +384,9 @@ class PipelineController:
                 parent = get_store().get_task(info.parent)
                 if parent.type == TaskType.controller.value:
                     return Task(parent.id)
-        running = cls._running
-        if running is not None and running.id is not None:
-            return Task(running.id)
+        running = active_run()
+        if running is not None and running.run_id is not None:
+            return Task(running.run_id)
         raise PipekitError("no pipeline is running here: PipelineController.upload_artifact, "
                            "upload_model and get_logger work inside a pipeline step or while "
                            "a pipeline runs")

@@ -40,10 +40,20 @@ from .task import Task, _script_info
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runner", "StepJob", "build_dag"]
+__all__ = ["Runner", "StepJob", "active_run", "build_dag"]
 
 #: longest pause between two turns of the loop while steps run (it wakes early on events)
 _MAX_IDLE = 0.02
+
+
+_active: list[Runner] = []
+_active_lock = threading.Lock()
+
+
+def active_run() -> Runner | None:
+    """The most recently started run this process is driving, if any."""
+    with _active_lock:
+        return _active[-1] if _active else None
 
 
 class StepJob:
@@ -176,6 +186,8 @@ class Runner:
                             step_task_created_callback=self._created_cb,
                             step_task_completed_callback=self._completed_cb)
         self.started = time.time()
+        with _active_lock:
+            _active.append(self)
         with self._lock:
             for name in self.dag.order():
                 self._enter(self.nodes[name])
@@ -224,6 +236,13 @@ class Runner:
         with self._lock:
             if self._stop_reason is None:
                 self._stop_reason = reason
+        self._wake.set()
+
+    def abort(self, reason: str) -> None:
+        """Ask the loop to stop every running step and end the run ``failed`` with ``reason``."""
+        with self._lock:
+            if self._aborting is None:
+                self._aborting = reason
         self._wake.set()
 
     def add(self, node: Node) -> None:
@@ -516,6 +535,9 @@ class Runner:
             if not NodeStatus(node.status).is_final:
                 self._skip(node, reason or "run ended", cascade=False)
         get_store().finish_run(self.run_id, status, reason)
+        with _active_lock:
+            if self in _active:
+                _active.remove(self)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self.status, self.reason = status.value, reason

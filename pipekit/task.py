@@ -59,6 +59,19 @@ def executing(task_id: str) -> Iterator[Task]:
         _step.task = previous
 
 
+def current_step() -> Task | None:
+    """The pipeline step this thread executes: a function step run here, or the script
+    task this process was launched to execute (never a controller)."""
+    step = getattr(_step, "task", None)
+    if step is not None:
+        return step
+    if os.environ.get(TASK_ENV):
+        task = Task.current_task()
+        if task is not None and task.data.type != TaskType.controller.value:
+            return task
+    return None
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
