@@ -355,7 +355,8 @@ class PipelineController:
     @classmethod
     def _attach(cls, spec: PipelineSpec) -> PipelineController:
         """A controller view of a run the decorator drives (what its callbacks receive);
-        the caller sets its ``_runner``."""
+        the caller sets its ``_runner``.
+        """
         self = cls.__new__(cls)
         self._spec, self._runner = spec, None
         self._auto_version_bump = False

@@ -71,7 +71,8 @@ def _lazy_source(value: Any) -> _Fetch | None:
 
 def _force_nested(value: Any) -> Any:
     """Lazy results inside lists, tuples and dicts are fetched (only a whole argument stays a
-    reference)."""
+    reference).
+    """
     if type(value) is LazyResult:
         return value.__wrapped__
     if isinstance(value, list):
@@ -116,7 +117,7 @@ class _Component:
         for arg, value in arguments.items():
             source = _lazy_source(value)
             if source is not None:
-                values[arg] = "${%s.%s}" % (source.step, source.output)
+                values[arg] = f"${{{source.step}.{source.output}}}"
             else:
                 values[arg] = _force_nested(value)
         with PipelineDecorator._lock:
@@ -241,7 +242,8 @@ class PipelineDecorator:
                  multi_instance_support: bool = False, **_clearml_only: Any
                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Make a function a pipeline: calling it runs one pipeline run and returns the
-        function's return value."""
+        function's return value.
+        """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(fn)
@@ -312,13 +314,15 @@ class PipelineDecorator:
     @classmethod
     def run_locally(cls, executor: str = "subprocess", max_workers: int | None = None) -> None:
         """Run the controller here and every step on this machine (each its own subprocess
-        by default; ``executor`` picks another executor plugin)."""
+        by default; ``executor`` picks another executor plugin).
+        """
         cls._mode, cls._executor, cls._max_workers = "local", executor, max_workers
 
     @classmethod
     def debug_pipeline(cls) -> None:
         """Run every step synchronously in this process (breakpoints work); each step is
-        still recorded as a task."""
+        still recorded as a task.
+        """
         cls._mode = "debug"
 
     @classmethod

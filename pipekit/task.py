@@ -61,7 +61,8 @@ def executing(task_id: str) -> Iterator[Task]:
 
 def current_step() -> Task | None:
     """The pipeline step this thread executes: a function step run here, or the script
-    task this process was launched to execute (never a controller)."""
+    task this process was launched to execute (never a controller).
+    """
     step = getattr(_step, "task", None)
     if step is not None:
         return step
