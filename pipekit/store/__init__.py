@@ -525,14 +525,16 @@ class Store:
 
     def create_run(self, run_id: str, *, dag: Mapping[str, Any], version: str | None = None,
                    structure_hash: str | None = None, origin: str | None = None) -> None:
-        """Record that controller task ``run_id`` runs ``dag``; every node starts pending."""
+        """Record that controller task ``run_id`` runs ``dag`` (:meth:`pipekit.dag.Dag.to_dict`);
+        every node starts pending.
+        """
         now = time.time()
 
         def insert() -> None:
             t.Run.insert(task=run_id, version=version, structure_hash=structure_hash,
                          origin=origin, dag=json.dumps(dict(dag)), created=now).execute()
-            rows = [{"run": run_id, "name": name, "parents": json.dumps(list(parents)),
-                     "status": "pending"} for name, parents in dag.get("parents", {}).items()]
+            rows = [{"run": run_id, "name": node["name"], "parents": json.dumps(node["parents"]),
+                     "status": "pending"} for node in dag.get("nodes", ())]
             for start in range(0, len(rows), 500):
                 t.Node.insert_many(rows[start:start + 500]).execute()
 
@@ -559,7 +561,8 @@ class Store:
                 fields[key] = value
         statement = sql.update_node(tuple(fields))
         params = (*fields.values(), run_id, name)
-        self.write(lambda: self._sql(statement, params))
+        if not self.write(lambda: self._sql(statement, params).rowcount):
+            raise StoreError(f"run {run_id} has no node {name!r}")
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """``{"id", "version", "structure_hash", "origin", "dag", "created"}`` of a run.
