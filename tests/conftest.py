@@ -34,9 +34,40 @@ def pipekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from pipekit.logger import flush_metrics
 
     flush_metrics()
+    _check_cascade_invariant(home)
     Task._current = None
     reset_store()
     plugin_manager.set_plugin_manager(None)
+
+
+_OPEN = "('created', 'queued', 'in_progress')"
+_FINAL = "('completed', 'failed', 'stopped', 'published')"
+
+
+def _check_cascade_invariant(home: Path) -> None:
+    """RELIABILITY 12, after every test: a terminal run has no non-terminal step."""
+    import sqlite3
+
+    db = home / "pipekit.db"
+    if not db.exists():
+        return
+    conn = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "node" not in tables:
+            return
+        open_tasks = conn.execute(
+            f"SELECT c.id, c.status, p.id FROM task c JOIN task p ON c.parent = p.id "
+            f"WHERE p.type = 'controller' AND p.status IN {_FINAL} AND c.status IN {_OPEN}"
+        ).fetchall()
+        open_nodes = conn.execute(
+            f"SELECT n.name, n.status, r.task_id FROM node n JOIN run r ON n.run_id = r.task_id "
+            f"JOIN task p ON p.id = r.task_id WHERE p.status IN {_FINAL} "
+            f"AND n.status IN ('pending', 'in_progress')").fetchall()
+    finally:
+        conn.close()
+    assert not open_tasks, f"terminal runs with non-terminal step tasks: {open_tasks}"
+    assert not open_nodes, f"terminal runs with non-terminal nodes: {open_nodes}"
 
 
 @pytest.fixture
