@@ -128,20 +128,29 @@ class ThreadCapture:
     """Copy what the current thread prints into ``path`` until :meth:`stop`.
 
     Steps run by the inline and thread executors share the process's streams; each thread's
-    output goes to its own step's log, and still reaches the console.
+    output goes to its own step's log, and still reaches the console. The log file is
+    created on the first write, so a silent step costs no file.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         _install_router()
-        self._log = open_log(path)
+        self._log: IO[bytes] | None = None
         self._previous = getattr(_route, "log", None)
-        _route.log = self._log
+        _route.log = self
+
+    def write(self, data: bytes) -> None:
+        if self._log is None:
+            self._log = open_log(self.path)
+        self._log.write(data)
 
     def write_log(self, text: str) -> None:
-        self._log.write(text.encode("utf-8", "replace"))
+        self.write(text.encode("utf-8", "replace"))
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
+        """Stop copying; returns the log's size, or ``None`` if nothing was written."""
         _route.log = self._previous
+        if self._log is None:
+            return None
         self._log.close()
         return self.path.stat().st_size

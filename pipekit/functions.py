@@ -278,8 +278,9 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> Ta
         from .logger import flush_metrics
 
         flush_metrics(info.id)
-        if log is not None:
-            store.set_log_size(info.id, log.stop())
+        size = log.stop() if log is not None else None
+        if size is not None:
+            store.set_log_size(info.id, size)
         if stopped:
             store.set_status(info.id, Status.stopped, reason=stopped)
         elif failure is not None:

@@ -155,7 +155,8 @@ class Runner:
         self._stop_reason: str | None = None
         self._aborting: str | None = None
         self._failed: list[str] = []
-        self._pickles: dict[str, bytes] = {}
+        #: function step -> (its pickle, its code), made once per node
+        self._functions: dict[str, tuple[bytes, functions.FunctionCode]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -584,8 +585,10 @@ class Runner:
         return {key: resolve(value, self._lookup) for key, value in source.items()}
 
     def _pickle(self, node: Node) -> None:
-        if node.function is not None and node.name not in self._pickles:
-            self._pickles[node.name] = functions.pack(node.function, node.name)
+        if node.function is not None and node.name not in self._functions:
+            data = functions.pack(node.function, node.name)
+            code = functions.code_of(node.function, node.helper_functions, data)
+            self._functions[node.name] = (data, code)
 
     def _create_task(self, node: Node, resolved: dict[str, Any]) -> str:
         assert self.run_id is not None
@@ -593,8 +596,7 @@ class Runner:
         tags = [f"pipe: {self.run_id}"] if self.spec.add_pipeline_tags else []
         project = node.project_name or self.spec.target_project or self.spec.project
         if node.function is not None:
-            data = self._pickles[node.name]
-            code = functions.code_of(node.function, node.helper_functions, data)
+            data, code = self._functions[node.name]
             digest = functions.pack_callable(store, node.function, data)
             kwargs = {key.partition("/")[2]: value for key, value in resolved.items()
                       if key.startswith(f"{functions.KWARGS}/")}
