@@ -236,7 +236,7 @@ class Store:
     def resolve_task_id(self, prefix: str) -> str:
         """A full task id from an id or a unique prefix of at least 6 characters."""
         self._check()
-        if t.Task.select().where(t.Task.id == prefix).exists():
+        if self._sql(sql.TASK_EXISTS, (prefix,)).fetchone() is not None:
             return prefix
         if len(prefix) >= 6 and all(c in "0123456789abcdef" for c in prefix):
             ids = [r.id for r in t.Task.select(t.Task.id)
