@@ -34,7 +34,7 @@ from .logger import Logger
 from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
 from .references import find
-from .runner import Runner, active_run
+from .runner import Runner, active_run, config_text
 from .store import get_store
 from .task import Task
 
@@ -229,7 +229,11 @@ class PipelineController:
     def connect_configuration(self, configuration: Any, name: str | None = None,
                               description: str | None = None) -> Any:
         """Keep ``configuration`` (a dict, or text) on the run's controller task."""
-        self._spec.configurations[name or "General"] = configuration
+        name = name or "General"
+        self._spec.configurations[name] = configuration
+        if self._runner is not None and self._runner.run_id is not None:
+            text, kind = config_text(configuration)  # the run exists: write it now
+            get_store().set_configuration(self._runner.run_id, name, text, kind)
         return configuration
 
     def add_tags(self, tags: Sequence[str] | str) -> None:

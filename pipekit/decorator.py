@@ -342,6 +342,9 @@ class PipelineDecorator:
         return PipelineController.upload_model(model_name, model_local_path, **kwargs)
 
     @classmethod
-    def get_current_pipeline(cls) -> Runner | None:
-        return cls._run
+    def get_current_pipeline(cls) -> PipelineController | None:
+        """The running pipeline, as ClearML returns it: a controller (``.id``, ``add_tags``,
+        ``connect_configuration``, ``get_parameters`` ...), or ``None`` outside a pipeline.
+        """
+        return cls._run.pipeline if cls._run is not None else None
 

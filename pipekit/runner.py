@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -28,6 +29,8 @@ from typing import Any
 
 from . import functions
 from . import params as P
+from .capture import StreamCapture
+from .config import TASK_ENV
 from .dag import Dag
 from .errors import DefinitionError, PipekitError, UnknownReference
 from .executor import Executor, Job, Outcome, make_executor
@@ -145,6 +148,7 @@ class Runner:
         self.started: float | None = None
         self.ended: float | None = None
         self._executor: Executor | None = None
+        self._capture: StreamCapture | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -171,7 +175,7 @@ class Runner:
                             spec.parameter_types.get(name) or P.type_name(value),
                             spec.parameter_descriptions.get(name, ""))
                   for name, value in spec.parameters.items()]
-        configurations = {name: _config_text(value)
+        configurations = {name: config_text(value)
                           for name, value in spec.configurations.items()}
         script = self._script if self._script is not None else _script_info()
         info = store.create_task(project=spec.project, name=spec.name,
@@ -180,6 +184,10 @@ class Runner:
                                  tags=["pipeline", *spec.tags], params=params,
                                  configurations=configurations)
         self.run_id = info.id
+        if not os.environ.get(TASK_ENV) and Task._current is None:
+            # The controller's console is its task's log (a worker running the controller as
+            # a task, or a Task.init() task, already captures it).
+            self._capture = StreamCapture(store.log_path(info.id))
         version = spec.version or "1.0.0"
         store.create_run(info.id, dag=self.dag.to_dict(), version=version)
         self.info = RunInfo(id=info.id, name=spec.name, project=spec.project, version=version,
@@ -535,6 +543,9 @@ class Runner:
         for node in self.nodes.values():
             if not NodeStatus(node.status).is_final:
                 self._skip(node, reason or "run ended", cascade=False)
+        if self._capture is not None:
+            capture, self._capture = self._capture, None
+            get_store().set_log_size(self.run_id, capture.stop())
         get_store().finish_run(self.run_id, status, reason)
         with _active_lock:
             if self in _active:
@@ -636,7 +647,7 @@ class Runner:
         if rows:
             store.set_parameters(task_id, rows)
         for name, value in resolve(node.configurations, self._lookup).items():
-            text, kind = _config_text(value)
+            text, kind = config_text(value)
             store.set_configuration(task_id, name, text, kind)
         if node.task_overrides:
             _apply_task_overrides(task_id, resolve(node.task_overrides, self._lookup))
@@ -648,7 +659,7 @@ class Runner:
 _NO = object()
 
 
-def _config_text(value: Any) -> tuple[str, str]:
+def config_text(value: Any) -> tuple[str, str]:
     if isinstance(value, str):
         return value, "text"
     return json.dumps(value, default=str, indent=2), "json"

@@ -172,6 +172,12 @@ class Task:
             task = cls(os.environ[TASK_ENV])
             task._executing = True
             cls._current = task
+        if cls._current is None:
+            from .runner import active_run  # (runner imports this module)
+
+            run = active_run()
+            if run is not None and run.run_id is not None:
+                return cls(run.run_id)  # the pipeline logic runs as its controller task
         return cls._current
 
     @classmethod
@@ -574,6 +580,38 @@ class Task:
     def set_comment(self, comment: str) -> None:
         get_store().update_task(self._id, comment=comment)
 
+    def execute_remotely(self, queue_name: str | None = None, clone: bool = False,
+                         exit_process: bool = True) -> Task | None:
+        """Stop running this script here and leave its task to be run elsewhere (ClearML's
+        way to register a template: run the script once, up to this call).
+
+        When this process executes the task (a pipeline step, an agent) the call does
+        nothing and returns ``None``. Otherwise the task (with ``clone``, a copy of it) is
+        left a draft (``created``) holding what was connected so far, enqueued on
+        ``queue_name`` if given; with ``exit_process`` the process then exits with code 0.
+
+        :raises PipekitError: ``clone=False`` with ``exit_process=False`` (the script cannot
+            go on running a task that is now a draft).
+        """
+        if self._executing:
+            return None
+        if not clone and not exit_process:
+            raise PipekitError("execute_remotely(clone=False) must exit the process "
+                               "(exit_process=True)")
+        flush_metrics(self._id)
+        if clone:
+            target = Task.clone(self, name=self.name)
+        else:
+            if self._lifecycle is not None:
+                self._lifecycle.release()
+            get_store().transition(self._id, Status.created, force=True)
+            target = self
+        if queue_name:
+            Task.enqueue(target, queue_name)
+        if exit_process:
+            sys.exit(0)
+        return target
+
     def close(self) -> None:
         """Finish this process's task now (as at exit) and stop capturing its output."""
         lifecycle = self._lifecycle
@@ -745,14 +783,29 @@ class _Lifecycle:
         self.stopped = "terminated by signal 15"
         self._orig_exit(128 + signum)
 
-    def finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
+    def _restore(self) -> None:
         sys.exit = self._orig_exit
         sys.excepthook = self._orig_excepthook
         for n, fn in self._orig_builtins.items():
             setattr(builtins, n, fn)
+
+    def release(self) -> None:
+        """Stop watching the process and capturing its output, leaving the task's status
+        alone (``execute_remotely``).
+        """
+        if self.done:
+            return
+        self.done = True
+        self._restore()
+        flush_metrics(self.task.id)
+        if self.capture is not None:
+            get_store().set_log_size(self.task.id, self.capture.stop())
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._restore()
         try:
             flush_metrics(self.task.id)
         finally:
