@@ -127,6 +127,11 @@ class _Component:
             if count:
                 name = f"{name}_{count}"
         o = self.options
+        if o.get("execution_queue") and PipelineDecorator._mode is None:
+            raise PipekitError(
+                f"component {self.name!r} is assigned to queue {o['execution_queue']!r}, and "
+                "running steps on queues needs `pipekit agent`, which this version of pipekit "
+                "does not have yet: call PipelineDecorator.run_locally() or debug_pipeline()")
         node = function_node(
             name, self.fn, values, self.return_values, task_type=o.get("task_type"),
             parents=parents, queue=o.get("execution_queue"),

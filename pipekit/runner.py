@@ -32,7 +32,7 @@ from . import params as P
 from .capture import StreamCapture
 from .config import TASK_ENV
 from .dag import Dag
-from .errors import DefinitionError, PipekitError, UnknownReference
+from .errors import DefinitionError, PipekitError, PluginError, UnknownReference
 from .executor import Executor, Job, Outcome, make_executor
 from .models import ParamInfo, Status, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
@@ -103,11 +103,13 @@ def validate(spec: PipelineSpec) -> Dag:
     :raises DefinitionError: an unknown parent, a cycle, a malformed reference or one to an
         unknown step, pipeline parameter or return value; each names the step.
     """
-    dag = build_dag(spec.nodes.values())
-    dag.validate()
     steps = list(spec.nodes)
     for node in spec.nodes.values():
-        _check_node_refs(node, spec, steps)
+        _check_node_refs(node, spec, steps)  # before the DAG: "unknown reference" says more
+    dag = build_dag(spec.nodes.values())
+    dag.validate()
+    for node in spec.nodes.values():
+        node.parents = list(dag.parents(node.name))  # as ClearML: referenced steps included
     return dag
 
 
@@ -369,7 +371,7 @@ class Runner:
                     resolved.pop(key, None)
             task_id = self._create_task(node, resolved)
         except Exception as exc:
-            self._fail(node, _describe(exc, node))
+            self._fail(node, _hook_error(exc))
             return
         self._submit(node, task_id)
 
@@ -404,7 +406,7 @@ class Runner:
             except Exception as exc:
                 self._announce(node, old)
                 node.executed = False
-                self._fail(node, f"post_execute callback failed: {_cause(exc)}")
+                self._fail(node, f"after the step succeeded, {_hook_error(exc)}")
                 return
             self._announce(node, old)
             with self._lock:
@@ -464,7 +466,7 @@ class Runner:
             node = self.nodes[name]
             node.job_ended = time.time()
             node.executed = False
-            self._fail(node, outcome.reason or self._stop_reason or self._aborting or "stopped",
+            self._fail(node, self._stop_reason or self._aborting or outcome.reason or "stopped",
                        status=NodeStatus.stopped if outcome.status != Status.failed.value
                        else NodeStatus.failed)
         return True
@@ -627,6 +629,7 @@ class Runner:
         if node.base_task_factory is not None:
             made = node.base_task_factory(node)
             task_id = made.id if isinstance(made, Task) else str(made)
+            store.update_task(task_id, parent=self.run_id)
         elif node.clone_task:
             assert node.base_task_id is not None
             task_id = store.clone_task(node.base_task_id, name=node.task_name or node.name,
@@ -697,7 +700,14 @@ def _cause(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {inner}"
 
 
-def _describe(exc: BaseException, node: Node) -> str:
+def _hook_error(exc: BaseException) -> str:
+    """Why launching or finishing a node failed: a ClearML callback's own error, another
+    plugin's error naming the plugin, or pipekit's own message.
+    """
+    if isinstance(exc, PluginError):
+        if exc.plugin == "callbacks":
+            return f"callback raised {_cause(exc)}"
+        return str(exc)
     if isinstance(exc, PipekitError) and exc.__cause__ is None:
         return str(exc)
     return _cause(exc)

@@ -208,6 +208,11 @@ class SubprocessExecutor:
     def submit(self, job: Job) -> _ProcessHandle:
         settings = get_settings()
         env = dict(os.environ, **{HOME_ENV: str(settings.home), DB_ENV: settings.db_url})
+        # A step function imported from the user's own modules is pickled by reference: the
+        # step process needs the controller's import path to find it again.
+        paths = [p or os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+            [*paths, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
         proc = subprocess.Popen([sys.executable, "-m", "pipekit.worker", "--quiet",
                                  job.task_id], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
