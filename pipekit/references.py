@@ -249,7 +249,8 @@ def is_secret(value: Any) -> bool:
     return any(ref.kind is Kind.ENV for ref in find(value))
 
 
-def resolve(value: Any, lookup: Callable[[Ref], Any], *, env: bool = False) -> Any:
+def resolve(value: Any, lookup: Callable[[Ref], Any], *, env: bool = False,
+            text_lookup: Callable[[Ref], Any] | None = None) -> Any:
     """A copy of ``value`` with its references replaced by what ``lookup(ref)`` returns.
 
     A string that is exactly one reference becomes the looked-up object itself, of any type;
@@ -267,26 +268,31 @@ def resolve(value: Any, lookup: Callable[[Ref], Any], *, env: bool = False) -> A
     :param value: the value to resolve.
     :param lookup: returns the value of one :class:`Ref`.
     :param env: also resolve ``${env:...}`` references.
+    :param text_lookup: gives the value whose text replaces a reference inside a longer
+        string (default: ``lookup``), e.g. a loaded value where ``lookup`` gives a handle.
     :raises BadReference: on a malformed reference.
     """
+    text = text_lookup or lookup
     if isinstance(value, str):
-        return _resolve_str(value, lookup, env, whole=True)
+        return _resolve_str(value, lookup, env, whole=True, text_lookup=text)
     if isinstance(value, list):
-        return [resolve(item, lookup, env=env) for item in value]
+        return [resolve(item, lookup, env=env, text_lookup=text) for item in value]
     if isinstance(value, tuple):
-        items = [resolve(item, lookup, env=env) for item in value]
+        items = [resolve(item, lookup, env=env, text_lookup=text) for item in value]
         make = getattr(type(value), "_make", None)
         return make(items) if make is not None else tuple(items)
     if isinstance(value, dict):
         return {
-            (_resolve_str(key, lookup, env, whole=False) if isinstance(key, str) else key):
-                resolve(item, lookup, env=env)
+            (_resolve_str(key, lookup, env, whole=False, text_lookup=text)
+             if isinstance(key, str) else key):
+                resolve(item, lookup, env=env, text_lookup=text)
             for key, item in value.items()
         }
     return value
 
 
-def _resolve_str(value: str, lookup: Callable[[Ref], Any], env: bool, whole: bool) -> Any:
+def _resolve_str(value: str, lookup: Callable[[Ref], Any], env: bool, whole: bool,
+                 text_lookup: Callable[[Ref], Any] | None = None) -> Any:
     if "${" not in value:
         return value
     spans = [span for span in _scan(value) if env or span[2].kind is not Kind.ENV]
@@ -298,7 +304,7 @@ def _resolve_str(value: str, lookup: Callable[[Ref], Any], env: bool, whole: boo
     pos = 0
     for start, end, ref in spans:
         pieces.append(value[pos:start])
-        pieces.append(str(lookup(ref)))
+        pieces.append(str((text_lookup or lookup)(ref)))
         pos = end
     pieces.append(value[pos:])
     return "".join(pieces)

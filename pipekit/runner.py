@@ -216,13 +216,17 @@ class Runner:
             self.run_until(lambda: self._finished())
         except KeyboardInterrupt:
             self.stop("stopped by user (KeyboardInterrupt)")
-            self._cancel_all()
-            self._finish()
+            try:
+                self._cancel_all()
+            finally:
+                self._finish()
             raise
         except BaseException as exc:
             self._aborting = self._aborting or f"pipeline controller error: {exc}"
-            self._cancel_all()
-            self._finish()
+            try:
+                self._cancel_all()
+            finally:
+                self._finish()
             raise
         return self._finish()
 
@@ -269,13 +273,14 @@ class Runner:
                 from .errors import DuplicateStepError
 
                 raise DuplicateStepError(node.name)
+            _check_node_refs(node, self.spec, [*self.nodes, node.name])
             parents = _all_parents(node)
             for parent in parents:
                 if parent not in self.nodes:
                     from .errors import UnknownParentError
 
                     raise UnknownParentError(node.name, parent, self.nodes)
-            _check_node_refs(node, self.spec, [*self.nodes, node.name])
+            node.parents = parents
             self._pickle(node)
             self.dag.add(node.name, parents)
             self.nodes[node.name] = node
@@ -593,9 +598,19 @@ class Runner:
             return model.id if ref.attr == "id" else model.url
         raise PipekitError(f"{ref.text}: cannot be resolved by the controller")
 
+    def _lookup_text(self, ref: Ref) -> Any:
+        """A reference inside a longer string: a return value or artifact is loaded (its
+        digest verified) so its text can be pasted in.
+        """
+        value = self._lookup(ref)
+        if isinstance(value, functions.ArtifactInput):
+            return Task(value.task).artifacts[value.name].get()
+        return value
+
     def _resolve(self, node: Node, values: dict[str, Any] | None = None) -> dict[str, Any]:
         source = node.parameters if values is None else values
-        return {key: resolve(value, self._lookup) for key, value in source.items()}
+        return {key: resolve(value, self._lookup, text_lookup=self._lookup_text)
+                for key, value in source.items()}
 
     def _pickle(self, node: Node) -> None:
         if node.function is not None and node.name not in self._functions:

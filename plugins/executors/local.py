@@ -91,8 +91,8 @@ class ThreadExecutor:
         return _FutureHandle(job, self._pool.submit(_run, job, self._pids))
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
-        if handle.cancelled:
-            return outcome_of(handle.job.task_id)
+        if handle.cancelled or handle.future.cancelled():
+            return outcome_of(handle.job.task_id) or Outcome(Status.stopped.value)
         return handle.future.result() if handle.future.done() else None
 
     def cancel(self, handle: _FutureHandle) -> None:
@@ -168,6 +168,8 @@ class ProcessExecutor:
     def poll(self, handle: _FutureHandle) -> Outcome | None:
         if not handle.future.done():
             return None
+        if handle.future.cancelled():  # cancelled before a pool process took it
+            return outcome_of(handle.job.task_id) or Outcome(Status.stopped.value)
         exc = handle.future.exception()
         if exc is not None:  # the pool process died under the job
             return outcome_of(handle.job.task_id) or settle(handle.job.task_id, str(exc))
