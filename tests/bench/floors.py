@@ -1,0 +1,56 @@
+"""Floors shared by the bench scripts: plain Python doing a workload's work with the least
+honest machinery (PERFORMANCE.md), plus the timing helpers. Imports nothing from pipekit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def median_run(cmd: list[str], repeat: int = 7) -> float:
+    """Median wall time of running ``cmd`` to its end, ``repeat`` times."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def median_of(fn: Callable[[], float], repeat: int) -> float:
+    """Median of what ``fn`` returns (a time), over ``repeat`` calls."""
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def sqlite_floor(n: int) -> float:
+    """Per-step seconds of the W1 floor: a plain loop committing one row insert and one
+    update per step (autocommit) to SQLite in WAL mode with ``synchronous=NORMAL``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("PRAGMA synchronous=normal")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, status TEXT)")
+        start = time.perf_counter()
+        for i in range(n):
+            cur = conn.execute("INSERT INTO t (name, status) VALUES (?, 'running')", (f"s{i}",))
+            conn.execute("UPDATE t SET status='done' WHERE id=?", (cur.lastrowid,))
+        elapsed = time.perf_counter() - start
+        conn.close()
+    return elapsed / n
+
+
+def python_import_floor(module: str = "pipekit", count: int = 1) -> float:
+    """Wall time of ``count`` sequential ``python -c "import <module>"`` processes."""
+    start = time.perf_counter()
+    for _ in range(count):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True,
+                       capture_output=True)
+    return time.perf_counter() - start

@@ -1,0 +1,313 @@
+"""The pipeline workloads of PERFORMANCE.md (W1, W1d, W2, W4, W5), each timed against its
+floor in the same process.
+
+``run.py`` runs each workload as ``python tests/bench/pipelines.py <workload> --out FILE`` with
+a fresh ``PIPEKIT_HOME``; every repetition gets its own sub-folder of it (a fresh store). The
+step functions live in ``__main__`` here, so they travel by value (cloudpickle) to step
+subprocesses, as a user's pipeline script's do. The result is a JSON object written to FILE;
+every time in it is in seconds.
+
+Run one by hand: ``PIPEKIT_HOME=$(mktemp -d) python tests/bench/pipelines.py w1 --out r.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from floors import python_import_floor, sqlite_floor
+
+import pipekit
+from pipekit import PipelineController, PipelineDecorator
+
+#: a chain longer than this (seconds, one run) falls back to FALLBACK_STEPS steps
+SLOW_CHAIN = 60.0
+FALLBACK_STEPS = 300
+W5_BYTES = 100 * 2**20
+W2_FAN, W2_SLEEP, W2_WORKERS = 50, 0.010, 8
+W4_STEPS = 20
+
+_base: Path | None = None
+
+
+def scratch_dir() -> Path:
+    """A new, empty folder under this workload's PIPEKIT_HOME."""
+    assert _base is not None, "main() sets the base folder"
+    return Path(tempfile.mkdtemp(prefix="rep", dir=_base))
+
+
+def fresh_home() -> Path:
+    """A new, empty store for one repetition."""
+    home = scratch_dir()
+    pipekit.configure(home=home)
+    return home
+
+
+def last_value(run_id: str | None, step: str, artifact: str) -> Any:
+    """The value a step of a run returned (read back through the public API, untimed)."""
+    from pipekit.store import get_store
+    from pipekit.task import Task
+
+    assert run_id is not None
+    (info,) = get_store().find_tasks(name=step, parent=run_id)
+    return Task(info.id).artifacts[artifact].get()
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"bench: {what}")
+
+
+# -- step functions ---------------------------------------------------------------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def source():
+    return 1
+
+
+def nap(x):
+    import time
+
+    time.sleep(0.010)
+    return x
+
+
+def total(**parts):
+    return sum(parts.values())
+
+
+def make_array():
+    import numpy as np
+
+    return np.arange(100 * 2**20 // 8, dtype=np.float64)
+
+
+def last_item(a):
+    return float(a[-1])
+
+
+@PipelineDecorator.component(return_values=["x"])
+def inc_component(x):
+    return x + 1
+
+
+@PipelineDecorator.pipeline(name="w1-decorator", project="bench")
+def decorated_chain(n):
+    x = 0
+    for _ in range(n):
+        x = inc_component(x)
+    return int(x)
+
+
+# -- W1 / W1d ---------------------------------------------------------------------------------
+
+
+def w1_controller_once(n: int) -> dict[str, float]:
+    fresh_home()
+    start = time.perf_counter()
+    pipe = PipelineController(name="w1", project="bench")
+    pipe.add_function_step("s0", inc, function_kwargs={"x": 0}, function_return=["x"])
+    for i in range(1, n):
+        pipe.add_function_step(f"s{i}", inc, function_kwargs={"x": f"${{s{i - 1}.x}}"},
+                               function_return=["x"])
+    defined = time.perf_counter()
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="inline")
+    end = time.perf_counter()
+    check(pipe.is_successful(), "W1 controller run did not complete")
+    check(last_value(pipe.id, f"s{n - 1}", "x") == n, "W1 controller chain gave a wrong value")
+    return {"wall": end - start, "define": defined - start, "run": end - defined}
+
+
+def w1_decorator_once(n: int) -> dict[str, float]:
+    fresh_home()
+    start = time.perf_counter()
+    result = decorated_chain(n)
+    end = time.perf_counter()
+    check(result == n, f"W1 decorator chain gave {result!r}, expected {n}")
+    return {"wall": end - start}
+
+
+def chain_workload(once: Callable[[int], dict[str, float]], repeat: int,
+                   steps: int, auto: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": steps}
+    first = once(steps)
+    if auto and first["wall"] > SLOW_CHAIN and steps > FALLBACK_STEPS:
+        out.update(fallback_from=steps, fallback_wall=first["wall"], steps=FALLBACK_STEPS)
+        steps = FALLBACK_STEPS
+        first = once(steps)
+    runs = [first, *(once(steps) for _ in range(repeat - 1))]
+    floors = [sqlite_floor(steps) for _ in range(max(5, repeat))]
+    for key in runs[0]:
+        out[key] = statistics.median(r[key] for r in runs)
+    out["per_step"] = out["wall"] / steps
+    out["floor_per_step"] = statistics.median(floors)
+    out["ratio"] = out["per_step"] / out["floor_per_step"]
+    out["repeat"] = repeat
+    return out
+
+
+def w1(args: argparse.Namespace) -> dict[str, Any]:
+    return chain_workload(w1_controller_once, args.repeat, args.steps, args.auto)
+
+
+def w1_decorator(args: argparse.Namespace) -> dict[str, Any]:
+    PipelineDecorator.run_locally(executor="inline")
+    return chain_workload(w1_decorator_once, args.repeat, args.steps, args.auto)
+
+
+def w1d(args: argparse.Namespace) -> dict[str, Any]:
+    PipelineDecorator.debug_pipeline()
+    return chain_workload(w1_decorator_once, args.repeat, args.steps, args.auto)
+
+
+# -- W2: fan-out ------------------------------------------------------------------------------
+
+
+def w2_once() -> float:
+    fresh_home()
+    start = time.perf_counter()
+    pipe = PipelineController(name="w2", project="bench")
+    pipe.add_function_step("source", source, function_return=["x"])
+    for i in range(W2_FAN):
+        pipe.add_function_step(f"nap{i}", nap, function_kwargs={"x": "${source.x}"},
+                               function_return=["y"])
+    pipe.add_function_step("total", total, function_return=["s"],
+                           function_kwargs={f"y{i}": f"${{nap{i}.y}}" for i in range(W2_FAN)})
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="thread",
+                       max_workers=W2_WORKERS)
+    wall = time.perf_counter() - start
+    check(pipe.is_successful(), "W2 run did not complete")
+    check(last_value(pipe.id, "total", "s") == W2_FAN, "W2 sum is wrong")
+    return wall
+
+
+def w2_floor() -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(W2_WORKERS) as pool:
+        list(pool.map(lambda _: time.sleep(W2_SLEEP), range(W2_FAN)))
+    return time.perf_counter() - start
+
+
+def w2(args: argparse.Namespace) -> dict[str, Any]:
+    ours = [w2_once() for _ in range(args.repeat)]
+    floor = [w2_floor() for _ in range(max(5, args.repeat))]
+    wall, floor_wall = statistics.median(ours), statistics.median(floor)
+    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
+            "repeat": args.repeat}
+
+
+# -- W4: local mode, one subprocess per step --------------------------------------------------
+
+
+def w4_once() -> float:
+    fresh_home()
+    start = time.perf_counter()
+    pipe = PipelineController(name="w4", project="bench")
+    pipe.add_function_step("s0", inc, function_kwargs={"x": 0}, function_return=["x"])
+    for i in range(1, W4_STEPS):
+        pipe.add_function_step(f"s{i}", inc, function_kwargs={"x": f"${{s{i - 1}.x}}"},
+                               function_return=["x"])
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="subprocess")
+    wall = time.perf_counter() - start
+    check(pipe.is_successful(), "W4 run did not complete")
+    check(last_value(pipe.id, f"s{W4_STEPS - 1}", "x") == W4_STEPS, "W4 chain is wrong")
+    return wall
+
+
+def w4(args: argparse.Namespace) -> dict[str, Any]:
+    ours = [w4_once() for _ in range(args.repeat)]
+    floor = [python_import_floor("pipekit", W4_STEPS) for _ in range(args.repeat)]
+    wall, floor_wall = statistics.median(ours), statistics.median(floor)
+    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
+            "steps": W4_STEPS, "repeat": args.repeat}
+
+
+# -- W5: 100 MiB NumPy hand-off ---------------------------------------------------------------
+
+_SAVE = ("import sys, numpy as np; "
+         f"np.save(sys.argv[1], np.arange({W5_BYTES // 8}, dtype=np.float64))")
+_LOAD = "import sys, numpy as np; a = np.load(sys.argv[1]); float(a[-1])"
+
+
+def w5_once() -> float:
+    import shutil
+
+    home = fresh_home()
+    start = time.perf_counter()
+    pipe = PipelineController(name="w5", project="bench")
+    pipe.add_function_step("make", make_array, function_return=["a"])
+    pipe.add_function_step("consume", last_item, function_kwargs={"a": "${make.a}"},
+                           function_return=["last"])
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="subprocess")
+    wall = time.perf_counter() - start
+    check(pipe.is_successful(), "W5 run did not complete")
+    check(last_value(pipe.id, "consume", "last") == W5_BYTES // 8 - 1, "W5 value is wrong")
+    shutil.rmtree(home / "artifacts", ignore_errors=True)  # 100 MiB per repetition
+    return wall
+
+
+def w5_floor() -> float:
+    path = str(scratch_dir() / "floor.npy")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _SAVE, path], check=True)
+    subprocess.run([sys.executable, "-c", _LOAD, path], check=True)
+    wall = time.perf_counter() - start
+    os.unlink(path)
+    return wall
+
+
+def w5(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return {"skipped": "numpy is not importable"}
+    ours, floor = [], []
+    for _ in range(args.repeat):  # interleaved: the page cache and disk see both alike
+        ours.append(w5_once())
+        floor.append(w5_floor())
+    wall, floor_wall = statistics.median(ours), statistics.median(floor)
+    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
+            "bytes": W5_BYTES, "repeat": args.repeat}
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "w1": w1, "w1-decorator": w1_decorator, "w1d": w1d, "w2": w2, "w4": w4, "w5": w5,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--steps", type=int, default=1000, help="W1 chain length")
+    parser.add_argument("--auto", action="store_true",
+                        help=f"W1: fall back to {FALLBACK_STEPS} steps when one run takes "
+                             f"more than {SLOW_CHAIN:g} s")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    if "PIPEKIT_HOME" not in os.environ:
+        parser.error("set PIPEKIT_HOME to a fresh, empty folder")
+    os.environ.pop("PIPEKIT_DB", None)
+    global _base
+    _base = Path(os.environ["PIPEKIT_HOME"]).resolve()
+    result = WORKLOADS[args.workload](args)
+    args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
