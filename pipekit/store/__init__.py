@@ -360,9 +360,9 @@ class Store:
     def get_parameters(self, task_id: str) -> dict[str, ParamInfo]:
         """``{"Section/name": ParamInfo}`` in insertion order."""
         self._check()
-        query = t.Parameter.select().where(t.Parameter.task == task_id).order_by(t.Parameter.id)
-        return {f"{p.section}/{p.name}": ParamInfo(p.section, p.name, p.value, p.type,
-                                                   p.description) for p in query}
+        return {f"{section}/{name}": ParamInfo(section, name, value, type_, description)
+                for section, name, value, type_, description
+                in self._sql(sql.SELECT_PARAMETERS, (task_id,)).fetchall()}
 
     def set_configuration(self, task_id: str, name: str, value: str, kind: str) -> None:
         def upsert() -> None:
@@ -406,12 +406,15 @@ class Store:
 
     def get_artifact(self, task_id: str, name: str) -> ArtifactInfo:
         self._check()
-        row = t.Artifact.get_or_none((t.Artifact.task == task_id) & (t.Artifact.name == name))
+        row = self._sql(sql.SELECT_ARTIFACT, (task_id, name)).fetchone()
         if row is None:
             raise ArtifactNotFound(task_id, name)
-        return ArtifactInfo(task=task_id, name=row.name, ref=_ref(row),
-                            metadata=json.loads(row.metadata), preview=row.preview,
-                            created=row.created)
+        (name, digest, size, serializer, type_, filename, inline, metadata, preview,
+         created) = row
+        ref = ObjectRef(digest=digest, size=size, serializer=serializer, type=type_,
+                        filename=filename, inline=bytes(inline) if inline is not None else None)
+        return ArtifactInfo(task=task_id, name=name, ref=ref, metadata=json.loads(metadata),
+                            preview=preview, created=created)
 
     def list_artifacts(self, task_id: str) -> list[ArtifactInfo]:
         self._check()

@@ -47,6 +47,12 @@ UPSERT_ARTIFACT = (
     "preview = excluded.preview, created = excluded.created"
 )
 
+SELECT_ARTIFACT = ("SELECT name, digest, size, serializer, type, filename, inline, metadata, "
+                   "preview, created FROM artifact WHERE task_id = ? AND name = ?")
+
+SELECT_PARAMETERS = ("SELECT section, name, value, type, description FROM parameter "
+                     "WHERE task_id = ? ORDER BY id")
+
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
 
