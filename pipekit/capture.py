@@ -21,22 +21,29 @@ def open_log(path: Path) -> IO[bytes]:
 
 
 class Tee:
-    """A text stream that writes to the original stream and to a shared log file."""
+    """A text stream that writes to the stream it replaces and copies the text to a log
+    (:meth:`_copy`); everything else is the original stream's.
+    """
 
-    def __init__(self, original: TextIO, log: IO[bytes], lock: threading.Lock) -> None:
+    def __init__(self, original: TextIO, log: IO[bytes] | None = None,
+                 lock: threading.Lock | None = None) -> None:
         self._original = original
         self._log = log
-        self._lock = lock
+        self._lock = lock or threading.Lock()
 
     def write(self, text: str) -> int:
         n = self._original.write(text)
         if text:
-            with self._lock:
-                try:
-                    self._log.write(text.encode("utf-8", "replace"))
-                except ValueError:  # log closed at interpreter shutdown
-                    pass
+            try:
+                self._copy(text.encode("utf-8", "replace"))
+            except ValueError:  # the log was closed (the step ended, or interpreter shutdown)
+                pass
         return n
+
+    def _copy(self, data: bytes) -> None:
+        assert self._log is not None
+        with self._lock:
+            self._log.write(data)
 
     def flush(self) -> None:
         self._original.flush()
@@ -91,29 +98,15 @@ _route = threading.local()
 _router_lock = threading.Lock()
 
 
-class _Router:
+class _Router(Tee):
     """Stands in for ``sys.stdout``/``sys.stderr``: writes go to the stream it replaced and,
     when the writing thread is running a step, to that step's log too.
     """
 
-    def __init__(self, original: TextIO) -> None:
-        self._original = original
-
-    def write(self, text: str) -> int:
-        n = self._original.write(text)
+    def _copy(self, data: bytes) -> None:
         log = getattr(_route, "log", None)
-        if log is not None and text:
-            try:
-                log.write(text.encode("utf-8", "replace"))
-            except ValueError:  # the step ended and closed its log
-                pass
-        return n
-
-    def flush(self) -> None:
-        self._original.flush()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._original, name)
+        if log is not None:
+            log.write(data)
 
 
 def _install_router() -> None:

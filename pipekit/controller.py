@@ -34,14 +34,13 @@ from .logger import Logger
 from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
 from .references import find
-from .runner import Runner, active_run, config_text
+from .runner import TASK_OVERRIDE_KEYS, Runner, active_run, config_text
 from .store import get_store
 from .task import Task
 
 __all__ = ["PipelineController"]
 
 MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
-_TASK_OVERRIDE_KEYS = ("name", "comment", "tags")
 
 
 def default_max_workers() -> int | None:
@@ -131,7 +130,7 @@ class PipelineController:
                                           step=name)
         overrides = dict(task_overrides or {})
         for key in overrides:
-            if key not in _TASK_OVERRIDE_KEYS and not key.startswith("script."):
+            if key not in TASK_OVERRIDE_KEYS and not key.startswith("script."):
                 raise DefinitionError(f"step {name!r}: task_overrides key {key!r} is not "
                                       "supported (use name, comment, tags or script.<field>)",
                                       step=name)

@@ -162,18 +162,11 @@ class _Component:
         arguments = {k: _force_nested(v) for k, v in self._arguments(args, kwargs).items()}
         data = functions.pack(self.fn, self.name)
         code = functions.code_of(self.fn, self.options.get("helper_functions") or (), data)
-        digest = functions.pack_callable(store, self.fn, data)
-        plain, inputs, objects = functions.split_kwargs(arguments)
-        info = store.create_task(
-            project=parent.project, name=self.name,
-            type=self.options.get("task_type") or "data_processing", parent=parent.id,
-            script=functions.script_of(code, digest, self.return_values),
-            code_digest=code.digest, code=code.source)
+        info = functions.create_task(
+            store, self.fn, data, code, arguments, self.return_values,
+            project=parent.project, name=self.name, type=self.options.get("task_type"),
+            parent=parent.id, inputs_on=parent.id)
         child = Task(info.id)
-        for arg, value in objects.items():
-            child.upload_artifact(f"input.{arg}", value)
-            inputs[arg] = functions.ArtifactInput(info.id, f"input.{arg}")
-        store.set_parameters(info.id, [*plain, *functions.input_params(inputs)])
         done = functions.call(info.id)
         if done.status != "completed":
             raise StepFailed(self.name, done.status, done.status_reason)

@@ -31,10 +31,10 @@ from . import params as P
 from .capture import ThreadCapture
 from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
 from .hashing import digest_bytes, digest_code, function_source
-from .models import ParamInfo, Status, TaskInfo, check_name
+from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
-from .task import executing, worker_id
+from .task import Task, executing, worker_id
 
 __all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "is_function_task",
            "pack_callable", "split_kwargs"]
@@ -130,8 +130,7 @@ def pack_callable(store: Store, fn: Callable[..., Any], data: bytes) -> str:
     the original object (breakpoints work) instead of an unpickled copy.
     """
     digest = digest_bytes(data)
-    if not store.blobs.path(digest).exists():
-        store.blobs.put_bytes(data)
+    store.blobs.put_bytes(data)  # a no-op when the object exists
     with _callables_lock:
         _callables[digest] = fn
     return digest
@@ -175,6 +174,30 @@ def script_of(code: FunctionCode, callable_digest: str, returns: Iterable[str]) 
     """The ``script`` record of a function step's task."""
     return {"kind": KIND, "entry_point": code.entry_point, "callable": callable_digest,
             "return": list(returns), "path": None}
+
+
+def create_task(store: Store, fn: Callable[..., Any], data: bytes, code: FunctionCode,
+                kwargs: Mapping[str, Any], returns: Iterable[str], *, project: str, name: str,
+                type: str | None, parent: str, inputs_on: str, tags: Iterable[str] = ()
+                ) -> TaskInfo:
+    """Create the ``created`` task of one call of ``fn(**kwargs)`` (``data`` its pickle).
+
+    Arguments that are neither plain values nor artifact inputs are first stored as
+    artifacts ``<name>.<arg>`` of task ``inputs_on`` (the run's controller, or the calling
+    step), so the step loads them, verified, like any other input.
+    """
+    digest = pack_callable(store, fn, data)
+    plain, inputs, objects = split_kwargs(kwargs)
+    if objects:
+        owner = Task(inputs_on)
+        for arg, value in objects.items():
+            owner.upload_artifact(f"{name}.{arg}", value)
+            inputs[arg] = ArtifactInput(inputs_on, f"{name}.{arg}")
+    return store.create_task(project=project, name=name,
+                             type=type or TaskType.data_processing.value, parent=parent,
+                             script=script_of(code, digest, returns), code_digest=code.digest,
+                             code=code.source, tags=tuple(tags),
+                             params=[*plain, *input_params(inputs)])
 
 
 def is_function_task(info: TaskInfo) -> bool:

@@ -625,22 +625,12 @@ class Runner:
         project = node.project_name or self.spec.target_project or self.spec.project
         if node.function is not None:
             data, code = self._functions[node.name]
-            digest = functions.pack_callable(store, node.function, data)
             kwargs = {key.partition("/")[2]: value for key, value in resolved.items()
                       if key.startswith(f"{functions.KWARGS}/")}
-            plain, inputs, objects = functions.split_kwargs(kwargs)
-            controller = Task(self.run_id)
-            for arg, value in objects.items():
-                name = f"{node.name}.{arg}"
-                controller.upload_artifact(name, value)
-                inputs[arg] = functions.ArtifactInput(self.run_id, name)
-            info = store.create_task(
-                project=project, name=node.task_name or node.name,
-                type=node.job_type or TaskType.data_processing.value, parent=self.run_id,
-                script=functions.script_of(code, digest, node.return_artifacts),
-                code_digest=code.digest, code=code.source, tags=tags,
-                params=[*plain, *functions.input_params(inputs)])
-            return info.id
+            return functions.create_task(
+                store, node.function, data, code, kwargs, node.return_artifacts,
+                project=project, name=node.task_name or node.name, type=node.job_type,
+                parent=self.run_id, inputs_on=self.run_id, tags=tags).id
         if node.base_task_factory is not None:
             made = node.base_task_factory(node)
             task_id = made.id if isinstance(made, Task) else str(made)
@@ -683,7 +673,9 @@ def config_text(value: Any) -> tuple[str, str]:
     return json.dumps(value, default=str, indent=2), "json"
 
 
-_TASK_FIELDS = {"name", "comment"}
+#: ``task_overrides`` keys besides ``script.<field>`` (the controller checks them when a step
+#: is added)
+TASK_OVERRIDE_KEYS = ("name", "comment", "tags")
 
 
 def _apply_task_overrides(task_id: str, overrides: dict[str, Any]) -> None:
@@ -695,12 +687,12 @@ def _apply_task_overrides(task_id: str, overrides: dict[str, Any]) -> None:
     script = dict(info.script)
     fields: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key in _TASK_FIELDS:
-            fields[key] = str(value)
-        elif key == "tags":
+        if key == "tags":
             store.add_tags(task_id, [value] if isinstance(value, str) else list(value))
         elif key.startswith("script."):
             script[key.partition(".")[2]] = value
+        elif key in TASK_OVERRIDE_KEYS:
+            fields[key] = str(value)
         else:
             raise DefinitionError(f"task_overrides key {key!r} is not supported: use name, "
                                   "comment, tags or script.<field>")

@@ -18,6 +18,7 @@ from typing import Any
 import cloudpickle
 import psutil
 import pytest
+from pipeline_helpers import assert_cascade, node_statuses, run_locally, step_tasks
 
 from pipekit import PipelineController, Task
 from pipekit.store import get_store
@@ -25,40 +26,6 @@ from pipekit.testing import wait_until
 
 # Step functions travel to step processes by value (tests/ is not importable there).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-OPEN_TASK = {"created", "queued", "in_progress"}
-OPEN_NODE = {"pending", "in_progress"}
-
-
-def assert_cascade(run_id: str, pipe: Any = None) -> None:
-    """RELIABILITY 12: a terminal run has no non-terminal step task and no open node."""
-    store = get_store()
-    assert store.get_task(run_id).status in {"completed", "failed", "stopped"}
-    left = [(t.name, t.status) for t in store.find_tasks(parent=run_id) if t.status in OPEN_TASK]
-    assert not left, f"run {run_id} ended with open step tasks {left}"
-    nodes = store.list_nodes(run_id)
-    assert nodes, f"run {run_id} recorded no nodes in the store"
-    open_nodes = [(n["name"], n["status"]) for n in nodes if n["status"] in OPEN_NODE]
-    assert not open_nodes, f"run {run_id} ended with open nodes {open_nodes}"
-    if pipe is not None:
-        live = [(n.name, n.status) for n in pipe.get_pipeline_dag().values()
-                if n.status in OPEN_NODE]
-        assert not live, f"run {run_id} ended with open in-memory nodes {live}"
-
-
-def node_statuses(run_id: str) -> dict[str, str]:
-    return {n["name"]: n["status"] for n in get_store().list_nodes(run_id)}
-
-
-def step_tasks(run_id: str) -> dict[str, Any]:
-    return {t.name: t for t in get_store().find_tasks(parent=run_id)}
-
-
-def run_locally(pipe: PipelineController, executor: str = "thread", **kwargs: Any) -> str:
-    pipe.start_locally(run_pipeline_steps_locally=True, executor=executor, **kwargs)
-    assert pipe.id is not None
-    return pipe.id
-
 
 def is_gone(pid: int) -> bool:
     """Dead, or a zombie waiting to be reaped (it runs nothing any more)."""
