@@ -19,6 +19,10 @@ HOME_ENV = "PIPEKIT_HOME"
 DB_ENV = "PIPEKIT_DB"
 TASK_ENV = "PIPEKIT_TASK_ID"
 DEFAULT_HOME = "~/.pipekit"
+#: ``1``: every cached step of the runs this process starts runs again (``--no-cache``)
+NO_CACHE_ENV = "PIPEKIT_NO_CACHE"
+#: ``debug`` or ``local``: how ``pipekit run`` asks a script's pipelines to execute
+MODE_ENV = "PIPEKIT_MODE"
 
 
 @attrs.frozen

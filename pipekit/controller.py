@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import params as P
+from .config import MODE_ENV
 from .dag import Dag
 from .errors import (
     BadReference,
@@ -37,6 +38,7 @@ from .references import find
 from .runner import TASK_OVERRIDE_KEYS, Runner, active_run, config_text
 from .store import get_store
 from .task import Task
+from .versioning import check_version
 
 __all__ = ["PipelineController"]
 
@@ -69,12 +71,14 @@ class PipelineController:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"pipeline name must be a non-empty string, not {name!r}")
         _check_retry(retry_on_failure, "pipeline")
+        if version is not None:
+            check_version(version)
         self._spec = PipelineSpec(
             name=name, project=project or "default", version=version,
+            auto_version_bump=auto_version_bump,
             abort_on_failure=abort_on_failure, retry_on_failure=retry_on_failure,
             target_project=target_project if isinstance(target_project, str) else None,
             add_pipeline_tags=add_pipeline_tags, default_queue=default_execution_queue)
-        self._auto_version_bump = auto_version_bump
         self._runner: Runner | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -281,6 +285,11 @@ class PipelineController:
         if self._runner is not None:
             raise PipekitError(f"pipeline {self._spec.name!r} was already started; create a "
                                "new PipelineController to run it again")
+        mode = os.environ.get(MODE_ENV)  # `pipekit run --mode` overrides the script's choice
+        if mode == "debug":
+            remote, executor = False, "inline"
+        elif mode == "local":
+            remote = False
         if remote:
             queued = sorted({n.queue or self._spec.default_queue or "" for n in
                              self._spec.nodes.values()} - {""})
@@ -362,7 +371,6 @@ class PipelineController:
         """
         self = cls.__new__(cls)
         self._spec, self._runner = spec, None
-        self._auto_version_bump = False
         self._thread, self._error = None, None
         return self
 

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import lazy_object_proxy
 
+from .config import MODE_ENV
 from .controller import PipelineController, default_max_workers, function_node
 from .errors import PipekitError, StepFailed
 from .logger import Logger
 from .nodes import NodeStatus, PipelineSpec
 from .runner import Runner, active_run
-from .task import Task, current_step
+from .task import Task, current_step, executing
 
 __all__ = ["LazyResult", "PipelineDecorator"]
 
@@ -96,7 +98,7 @@ class _Component:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         step = current_step()
-        runner = PipelineDecorator._run
+        runner = PipelineDecorator._current_run()
         if step is not None:
             return self._run_nested(step, args, kwargs)
         if runner is None:
@@ -122,12 +124,13 @@ class _Component:
                 values[arg] = _force_nested(value)
         with PipelineDecorator._lock:
             name = self.name
-            count = PipelineDecorator._calls.get(name, 0)
-            PipelineDecorator._calls[name] = count + 1
+            calls = PipelineDecorator._local.calls
+            count = calls.get(name, 0)
+            calls[name] = count + 1
             if count:
                 name = f"{name}_{count}"
         o = self.options
-        if o.get("execution_queue") and PipelineDecorator._mode is None:
+        if o.get("execution_queue") and PipelineDecorator._chosen_mode() is None:
             raise PipekitError(
                 f"component {self.name!r} is assigned to queue {o['execution_queue']!r}, and "
                 "running steps on queues needs `pipekit agent`, which this version of pipekit "
@@ -191,8 +194,8 @@ class PipelineDecorator:
     _executor: ClassVar[str] = "subprocess"
     _max_workers: ClassVar[int | None] = None
     _default_queue: ClassVar[str | None] = None
-    _run: ClassVar[Runner | None] = None
-    _calls: ClassVar[dict[str, int]] = {}
+    #: the run whose pipeline logic this thread executes, and its component call counts
+    _local: ClassVar[threading.local] = threading.local()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
@@ -246,10 +249,14 @@ class PipelineDecorator:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(fn)
             def run_pipeline(*args: Any, **kwargs: Any) -> Any:
-                bound = inspect.signature(fn).bind(*args, **kwargs)
+                signature = inspect.signature(fn)
+                bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
+                defaults = {p.name: None if p.default is p.empty else p.default
+                            for p in signature.parameters.values()}
                 spec = PipelineSpec(name=name, project=project, version=version,
-                                    parameters=dict(bound.arguments),
+                                    parameters=dict(bound.arguments), defaults=defaults,
+                                    auto_version_bump=auto_version_bump,
                                     abort_on_failure=abort_on_failure,
                                     retry_on_failure=retry_on_failure,
                                     add_pipeline_tags=add_pipeline_tags,
@@ -263,11 +270,13 @@ class PipelineDecorator:
     @classmethod
     def _execute(cls, fn: Callable[..., Any], spec: PipelineSpec,
                  bound: inspect.BoundArguments) -> Any:
-        if cls._run is not None:
-            raise PipekitError(f"pipeline {spec.name!r} started while pipeline "
-                               f"{cls._run.spec.name!r} runs in this process")
-        executor = "inline" if cls._mode == "debug" else cls._executor
-        if cls._mode is None and spec.default_queue:
+        outer = cls._current_run()
+        if outer is not None:
+            raise PipekitError(f"pipeline {spec.name!r} called by the logic of pipeline "
+                               f"{outer.spec.name!r}: call it from a component to nest it")
+        mode = cls._chosen_mode()
+        executor = "inline" if mode == "debug" else cls._executor
+        if mode is None and spec.default_queue:
             raise PipekitError(
                 f"steps are assigned to queue {spec.default_queue!r}, and running steps on "
                 "queues needs `pipekit agent`, which this version of pipekit does not have "
@@ -277,6 +286,8 @@ class PipelineDecorator:
                         max_workers=cls._max_workers or default_max_workers())
         view._runner = runner
         runner.start()
+        for arg in bound.arguments:  # a rerun or `pipekit run --param` changed the Args
+            bound.arguments[arg] = spec.parameters[arg]
         loop: threading.Thread | None = None
         errors: list[BaseException] = []
         if executor != "inline":
@@ -289,9 +300,10 @@ class PipelineDecorator:
             loop = threading.Thread(target=drive, daemon=True,
                                     name=f"pipekit-run-{runner.run_id}")
             loop.start()
-        cls._run, cls._calls = runner, {}
+        cls._local.run, cls._local.calls = runner, {}
         try:
-            result = fn(*bound.args, **bound.kwargs)
+            with executing(runner.run_id, controller=True):
+                result = fn(*bound.args, **bound.kwargs)
         except KeyboardInterrupt:
             runner.stop("stopped by user (KeyboardInterrupt)")
             raise
@@ -299,7 +311,7 @@ class PipelineDecorator:
             runner.abort(f"pipeline function raised {type(exc).__name__}: {exc}")
             raise
         finally:
-            cls._run = None
+            cls._local.run = None
             runner.close()
             if loop is not None:
                 loop.join()
@@ -344,5 +356,15 @@ class PipelineDecorator:
         """The running pipeline, as ClearML returns it: a controller (``.id``, ``add_tags``,
         ``connect_configuration``, ``get_parameters`` ...), or ``None`` outside a pipeline.
         """
-        return cls._run.pipeline if cls._run is not None else None
+        run = cls._current_run() or active_run()
+        return run.pipeline if run is not None else None
+
+    @classmethod
+    def _current_run(cls) -> Runner | None:
+        return getattr(cls._local, "run", None)
+
+    @classmethod
+    def _chosen_mode(cls) -> str | None:
+        """``debug`` or ``local`` as chosen in code, else by ``pipekit run --mode``."""
+        return cls._mode or os.environ.get(MODE_ENV) or None
 

@@ -176,28 +176,37 @@ def script_of(code: FunctionCode, callable_digest: str, returns: Iterable[str]) 
             "return": list(returns), "path": None}
 
 
+def store_objects(kwargs: Mapping[str, Any], *, name: str, owner: str) -> dict[str, Any]:
+    """``kwargs`` with every argument that is neither a plain value nor an artifact input
+    stored as artifact ``<name>.<arg>`` of task ``owner`` and replaced by that input.
+
+    The step then loads it, verified, like any other input (and its digest is what the
+    cache key sees).
+    """
+    out = dict(kwargs)
+    for arg, value in kwargs.items():
+        if not isinstance(value, ArtifactInput) and not is_plain(value):
+            Task(owner).upload_artifact(f"{name}.{arg}", value)
+            out[arg] = ArtifactInput(owner, f"{name}.{arg}")
+    return out
+
+
 def create_task(store: Store, fn: Callable[..., Any], data: bytes, code: FunctionCode,
                 kwargs: Mapping[str, Any], returns: Iterable[str], *, project: str, name: str,
-                type: str | None, parent: str, inputs_on: str, tags: Iterable[str] = ()
-                ) -> TaskInfo:
+                type: str | None, parent: str, inputs_on: str, tags: Iterable[str] = (),
+                cache_key: str | None = None) -> TaskInfo:
     """Create the ``created`` task of one call of ``fn(**kwargs)`` (``data`` its pickle).
 
-    Arguments that are neither plain values nor artifact inputs are first stored as
-    artifacts ``<name>.<arg>`` of task ``inputs_on`` (the run's controller, or the calling
-    step), so the step loads them, verified, like any other input.
+    Arguments that are neither plain values nor artifact inputs are first stored on task
+    ``inputs_on`` (the run's controller, or the calling step): see :func:`store_objects`.
     """
     digest = pack_callable(store, fn, data)
-    plain, inputs, objects = split_kwargs(kwargs)
-    if objects:
-        owner = Task(inputs_on)
-        for arg, value in objects.items():
-            owner.upload_artifact(f"{name}.{arg}", value)
-            inputs[arg] = ArtifactInput(inputs_on, f"{name}.{arg}")
+    plain, inputs, _ = split_kwargs(store_objects(kwargs, name=name, owner=inputs_on))
     return store.create_task(project=project, name=name,
                              type=type or TaskType.data_processing.value, parent=parent,
                              script=script_of(code, digest, returns), code_digest=code.digest,
                              code=code.source, tags=tuple(tags),
-                             params=[*plain, *input_params(inputs)])
+                             params=[*plain, *input_params(inputs)], cache_key=cache_key)
 
 
 def is_function_task(info: TaskInfo) -> bool:

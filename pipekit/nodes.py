@@ -98,6 +98,8 @@ class Node:
     reason: str = ""
     #: every task this node ran, one per attempt
     tasks: list[str] = attrs.Factory(list)
+    #: the cache key it ran (or was served) under, when ``cache_executed_step``
+    cache_key: str | None = None
 
     @property
     def is_function(self) -> bool:
@@ -145,3 +147,6 @@ class PipelineSpec:
     #: name -> object, as ``connect_configuration`` gave them
     configurations: dict[str, Any] = attrs.Factory(dict)
     default_queue: str | None = None
+    auto_version_bump: bool = False
+    #: parameter -> default, hashed into the structure (default: ``parameters`` as defined)
+    defaults: dict[str, Any] | None = None

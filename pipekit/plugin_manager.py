@@ -176,14 +176,29 @@ def call_each(hook_name: str, before: Callable[[str], None] | None = None,
     for impl in _impls(hook_name):
         if before is not None:
             before(impl.plugin_name)
-        try:
-            results.append(_call(impl, hook_name, kwargs))
-        except PipekitError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                              f"{type(exc).__name__}: {exc}", plugin=impl.plugin_name) from exc
+        results.append(_decide(impl, hook_name, kwargs))
     return results
+
+
+def _decide(impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return _call(impl, hook_name, kwargs)
+    except PipekitError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                          f"{type(exc).__name__}: {exc}", plugin=impl.plugin_name) from exc
+
+
+def call_first(hook_name: str, **kwargs: Any) -> Any:
+    """Call a ``firstresult`` decision hook: the first non-``None`` result (errors as in
+    :func:`call_each`), or ``None``.
+    """
+    for impl in _impls(hook_name):
+        result = _decide(impl, hook_name, kwargs)
+        if result is not None:
+            return result
+    return None
 
 
 def has_impls(hook_name: str) -> bool:

@@ -27,19 +27,29 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import functions
+import attrs
+
+from . import caching, functions
 from . import params as P
 from .capture import StreamCapture
-from .config import TASK_ENV
+from .config import NO_CACHE_ENV, TASK_ENV
 from .dag import Dag
-from .errors import DefinitionError, PipekitError, PluginError, UnknownReference
+from .errors import (
+    DefinitionError,
+    PipekitError,
+    PluginError,
+    TaskNotFound,
+    UnknownReference,
+)
 from .executor import Executor, Job, Outcome, make_executor
+from .hashing import canonical_json, digest_params
 from .models import ParamInfo, Status, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
-from .plugin_manager import call_each, has_impls, notify
+from .plugin_manager import call_each, call_first, has_impls, notify
 from .references import Kind, Ref, check, find, resolve, step_dependencies
 from .store import get_store
-from .task import Task, _script_info
+from .task import Task, _script_info, current_step
+from .versioning import FIRST_VERSION, choose_version
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,37 @@ _MAX_IDLE = 0.02
 
 _active: list[Runner] = []
 _active_lock = threading.Lock()
+#: controller tasks this process has taken over (each is run once)
+_adopted: set[str] = set()
+
+
+def _adoptable(store: Any) -> Any:
+    """The controller task this process was started to execute, the first time it is asked.
+
+    ``pipekit run`` and ``pipekit rerun`` create it (a draft, or a clone of a run with new
+    ``Args``); a worker executing a pipeline that is a step of another passes its clone.
+    """
+    task_id = os.environ.get(TASK_ENV)
+    if not task_id or task_id in _adopted:
+        return None
+    try:
+        info = store.get_task(task_id)
+    except TaskNotFound:
+        return None
+    if info.type != TaskType.controller.value or info.status not in (
+            Status.created.value, Status.queued.value, Status.in_progress.value):
+        return None
+    _adopted.add(task_id)
+    return info
+
+
+def _hashable(value: Any) -> Any:
+    """A parameter default as the structure hash sees it (an object by its type)."""
+    try:
+        canonical_json(value)
+        return value
+    except (TypeError, ValueError):
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def active_run() -> Runner | None:
@@ -132,7 +173,7 @@ class Runner:
                  max_workers: int | None = None, dynamic: bool = False,
                  step_task_created_callback: Callable[..., Any] | None = None,
                  step_task_completed_callback: Callable[..., Any] | None = None,
-                 script: dict[str, Any] | None = None) -> None:
+                 script: dict[str, Any] | None = None, refresh: bool | None = None) -> None:
         self.spec = spec
         self.nodes: dict[str, Node] = spec.nodes
         self.pipeline = pipeline
@@ -142,6 +183,9 @@ class Runner:
         self._created_cb = step_task_created_callback
         self._completed_cb = step_task_completed_callback
         self._script = script
+        #: run every cached step again (its new result then serves later runs)
+        self.refresh = os.environ.get(NO_CACHE_ENV, "") not in ("", "0") \
+            if refresh is None else refresh
         self.dag = Dag()
         self.run_id: str | None = None
         self.info: RunInfo | None = None
@@ -167,31 +211,56 @@ class Runner:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Validate, create the controller task and the run record; returns the run id."""
+        """Validate, create the controller task and the run record; returns the run id.
+
+        A process started to execute a controller task (``pipekit run``, ``pipekit rerun``, a
+        pipeline that is a step of another) runs as that task, its ``Args`` overriding the
+        parameters' values.
+        """
         spec = self.spec
         self.dag = validate(spec)
         for node in spec.nodes.values():
             self._pickle(node)
         store = get_store()
+        # A dynamic run's structure is known only once its pipeline function has returned.
+        structure = None if self.dynamic else self._structure_hash()
+        adopted = _adoptable(store)
+        if adopted is not None:
+            self._apply_args(store.get_parameters(adopted.id))
         params = [ParamInfo("Args", name, P.to_text(value),
                             spec.parameter_types.get(name) or P.type_name(value),
                             spec.parameter_descriptions.get(name, ""))
                   for name, value in spec.parameters.items()]
         configurations = {name: config_text(value)
                           for name, value in spec.configurations.items()}
-        script = self._script if self._script is not None else _script_info()
-        info = store.create_task(project=spec.project, name=spec.name,
-                                 type=TaskType.controller.value, status=Status.in_progress,
-                                 script=script, code_digest=script.get("digest"),
-                                 tags=["pipeline", *spec.tags], params=params,
-                                 configurations=configurations)
+        caller = current_step()
+        if adopted is not None:
+            info = self._take_over(store, adopted, params, configurations)
+        else:
+            script = self._script if self._script is not None else _script_info()
+            info = store.create_task(project=spec.project, name=spec.name,
+                                     type=TaskType.controller.value,
+                                     status=Status.in_progress, script=script,
+                                     code_digest=script.get("digest"),
+                                     tags=["pipeline", *spec.tags], params=params,
+                                     configurations=configurations,
+                                     parent=caller.id if caller is not None else None)
         self.run_id = info.id
-        if not os.environ.get(TASK_ENV) and Task._current is None:
+        if adopted is None and caller is None and not os.environ.get(TASK_ENV) \
+                and Task._current is None:
             # The controller's console is its task's log (a worker running the controller as
-            # a task, or a Task.init() task, already captures it).
+            # a task, a step running a nested pipeline, or a Task.init() task capture it).
             self._capture = StreamCapture(store.log_path(info.id))
-        version = spec.version or "1.0.0"
-        store.create_run(info.id, dag=self.dag.to_dict(), version=version)
+        if structure is not None:
+            version = choose_version(store, project=spec.project, name=spec.name,
+                                     requested=spec.version, auto_bump=spec.auto_version_bump,
+                                     structure_hash=structure)
+        else:  # provisional: settled by _finish once the structure is known
+            latest = store.latest_pipeline_version(spec.project, spec.name)
+            version = spec.version or (latest[0] if latest else FIRST_VERSION)
+        store.create_run(info.id, dag=self.dag.to_dict(), version=version,
+                         structure_hash=structure,
+                         pipeline=(spec.project, spec.name) if structure else None)
         self.info = RunInfo(id=info.id, name=spec.name, project=spec.project, version=version,
                             pipeline=self.pipeline,
                             step_task_created_callback=self._created_cb,
@@ -204,6 +273,45 @@ class Runner:
                 self._enter(self.nodes[name])
         notify("pipekit_pipeline_started", run=self.info)
         return info.id
+
+    def _apply_args(self, stored: dict[str, ParamInfo]) -> None:
+        """Set parameter values from an adopted controller task's ``Args``."""
+        for param in stored.values():
+            if param.section != "Args":
+                continue
+            if param.name not in self.spec.parameters:
+                log.warning("pipeline %r has no parameter %r; ignoring Args/%s=%r",
+                            self.spec.name, param.name, param.name, param.value)
+                continue
+            default = self.spec.parameters[param.name]
+            self.spec.parameters[param.name] = (
+                P.cast(param.value, like=default, name=param.key)
+                if default is not None and param.type == "str" else P.cast_param(param))
+
+    def _take_over(self, store: Any, adopted: Any, params: list[ParamInfo],
+                   configurations: dict[str, tuple[str, str]]) -> Any:
+        spec = self.spec
+        store.update_task(adopted.id, name=spec.name, project=spec.project)
+        store.add_tags(adopted.id, ["pipeline", *spec.tags])
+        store.set_parameters(adopted.id, params)
+        for name, (text, kind) in configurations.items():
+            store.set_configuration(adopted.id, name, text, kind)
+        store.set_status(adopted.id, Status.in_progress)  # a worker may have done it already
+        return store.get_task(adopted.id)
+
+    def _structure_hash(self) -> str:
+        """Step names, parents, code digests and parameter defaults (SPEC §3 Versioning)."""
+        store = get_store()
+        digests: dict[str, str] = {}
+        for name, node in self.nodes.items():
+            if node.function is not None:
+                digests[name] = self._functions[name][1].digest
+            elif node.base_task_id is not None:
+                base = store.get_task(node.base_task_id)
+                digests[name] = base.code_digest or digest_params(base.script)
+        defaults = self.spec.defaults if self.spec.defaults is not None \
+            else self.spec.parameters
+        return self.dag.structure_hash(digests, {k: _hashable(v) for k, v in defaults.items()})
 
     def run(self) -> str:
         """Start (if needed) and drive the run to its end; returns its final status.
@@ -374,11 +482,71 @@ class Runner:
                 resolved.update(self._resolve(node, edited))
                 for key in set(snapshot) - set(node.parameters):
                     resolved.pop(key, None)
+            if node.function is not None:  # objects become artifacts: their digests are inputs
+                assert self.run_id is not None
+                kwargs = functions.store_objects(
+                    {key.partition("/")[2]: value for key, value in resolved.items()},
+                    name=node.task_name or node.name, owner=self.run_id)
+                resolved = {f"{functions.KWARGS}/{arg}": value for arg, value in kwargs.items()}
+            if node.cache_executed_step:
+                node.cache_key = self._cache_key(node, resolved)
+                hit = None if node.cache_key is None or self.refresh else call_first(
+                    "pipekit_cache_lookup", key=node.cache_key, node=node)
+                if hit is not None:
+                    self._serve_cached(node, hit)
+                    return
             task_id = self._create_task(node, resolved)
         except Exception as exc:
             self._fail(node, _hook_error(exc))
             return
         self._submit(node, task_id)
+
+    def _cache_key(self, node: Node, resolved: dict[str, Any]) -> str | None:
+        """The node's cache key, or ``None`` (with a warning) when it cannot have one."""
+        store = get_store()
+        params: dict[str, Any] = {}
+        inputs: dict[str, str] = {}
+        for key, value in resolved.items():
+            if isinstance(value, functions.ArtifactInput):
+                inputs[key] = store.get_artifact(value.task, value.name).ref.digest
+            else:
+                params[key] = value if node.function is not None else P.to_text(value)
+        configuration: dict[str, Any] = {}
+        if node.function is not None:
+            code = self._functions[node.name][1]
+            digest, entry_point = code.digest, code.entry_point
+        elif node.base_task_factory is not None:
+            log.warning("step %r runs uncached: a base_task_factory step's task is not known "
+                        "before it is made", node.name)
+            return None
+        else:
+            assert node.base_task_id is not None
+            base = store.get_task(node.base_task_id)
+            digest = base.code_digest or digest_params(base.script)
+            entry_point = str(base.script.get("entry_point") or base.script.get("path") or "")
+            stored = {f"{p.section}/{p.name}": p.value
+                      for p in store.get_parameters(base.id).values()}
+            params = {**stored, **{"/".join(P.split_name(k)): v for k, v in params.items()}}
+            configuration = {name: value for name, (value, _) in
+                             store.list_configurations(base.id).items()}
+            configuration.update({name: config_text(value)[0] for name, value in
+                                  resolve(node.configurations, self._lookup).items()})
+            configuration["task_overrides"] = resolve(node.task_overrides, self._lookup)
+        try:
+            return caching.cache_key(
+                code=digest, entry_point=entry_point, parameters=params, inputs=inputs,
+                configuration=configuration, returns=node.return_artifacts,
+                extra=caching.hook_parts(call_each("pipekit_cache_key", node=node)))
+        except caching.CacheKeyError as exc:
+            log.warning("step %r runs uncached: its inputs %s", node.name, exc)
+            return None
+
+    def _serve_cached(self, node: Node, task_id: str) -> None:
+        """Plug a previous task's outputs into ``node``: nothing runs."""
+        log.info("step %r: cache hit, reusing task %s", node.name, task_id)
+        node.job = StepJob(task_id)
+        node.job_started = node.job_ended = time.time()
+        self._succeed(node, task_id, NodeStatus.cached)
 
     def _submit(self, node: Node, task_id: str) -> None:
         assert self.info is not None and self._executor is not None
@@ -403,27 +571,8 @@ class Runner:
         node.job_ended = time.time()
         task_id = node.job.task_id() if node.job is not None else None
         if outcome.ok:
-            node.executed = task_id
-            old = self._set_status(node, NodeStatus.completed, task=task_id, quiet=True)
-            try:
-                call_each("pipekit_step_completed", node=node,
-                          task=get_store().get_task(task_id), run=self.info)
-            except Exception as exc:
-                self._announce(node, old)
-                node.executed = False
-                self._fail(node, f"after the step succeeded, {_hook_error(exc)}")
-                return
-            self._announce(node, old)
-            with self._lock:
-                for child in self.dag.children(node.name):
-                    left = self._waiting.get(child)
-                    if left is None:
-                        continue
-                    if left <= 1:
-                        del self._waiting[child]
-                        self._ready.append(child)
-                    else:
-                        self._waiting[child] = left - 1
+            assert task_id is not None
+            self._succeed(node, task_id, NodeStatus.completed)
             return
         if outcome.status == Status.stopped.value and self._halting():
             node.executed = False
@@ -435,6 +584,32 @@ class Runner:
         status = NodeStatus.stopped if outcome.status == Status.stopped.value \
             else NodeStatus.failed
         self._fail(node, outcome.reason or outcome.status, status=status)
+
+    def _succeed(self, node: Node, task_id: str, status: NodeStatus) -> None:
+        """``node``'s outputs are task ``task_id``'s (it completed, or the cache served it):
+        completion hooks, then status callbacks, then its children may launch.
+        """
+        node.executed = task_id
+        old = self._set_status(node, status, task=task_id, quiet=True)
+        try:
+            call_each("pipekit_step_completed", node=node,
+                      task=get_store().get_task(task_id), run=self.info)
+        except Exception as exc:
+            self._announce(node, old)
+            node.executed = False
+            self._fail(node, f"after the step succeeded, {_hook_error(exc)}")
+            return
+        self._announce(node, old)
+        with self._lock:
+            for child in self.dag.children(node.name):
+                left = self._waiting.get(child)
+                if left is None:
+                    continue
+                if left <= 1:
+                    del self._waiting[child]
+                    self._ready.append(child)
+                else:
+                    self._waiting[child] = left - 1
 
     def _retry(self, node: Node, task_id: str | None) -> bool:
         policy = node.retry_on_failure if node.retry_on_failure is not None \
@@ -449,7 +624,8 @@ class Runner:
             return False
         node.attempt += 1
         log.warning("step %r failed; retrying (attempt %d)", node.name, node.attempt + 1)
-        clone = get_store().clone_task(task_id, name=node.job.task.name, parent=self.run_id)
+        clone = get_store().clone_task(task_id, name=node.job.task.name, parent=self.run_id,
+                                       cache_key=node.cache_key)
         self._submit(node, clone.id)
         return True
 
@@ -520,7 +696,7 @@ class Runner:
             self._changed.notify_all()
         assert self.run_id is not None
         get_store().set_node(self.run_id, node.name, new.value, task=task,
-                             attempt=node.attempt,
+                             attempt=node.attempt, cache_key=node.cache_key,
                              started=now if new is NodeStatus.in_progress else None,
                              ended=now if new.is_final else None)
         if not quiet:
@@ -553,6 +729,8 @@ class Runner:
         if self._capture is not None:
             capture, self._capture = self._capture, None
             get_store().set_log_size(self.run_id, capture.stop())
+        if self.dynamic:
+            self._settle_version()
         get_store().finish_run(self.run_id, status, reason)
         with _active_lock:
             if self in _active:
@@ -563,6 +741,22 @@ class Runner:
         self.ended = time.time()
         notify("pipekit_pipeline_finished", run=self.info, status=status.value)
         return status.value
+
+    def _settle_version(self) -> None:
+        """A dynamic run's version, now that its structure is known."""
+        assert self.run_id is not None and self.info is not None
+        spec, store = self.spec, get_store()
+        try:
+            structure = self._structure_hash()
+            version = choose_version(store, project=spec.project, name=spec.name,
+                                     requested=spec.version,
+                                     auto_bump=spec.auto_version_bump, structure_hash=structure)
+        except PipekitError as exc:
+            log.warning("run %s: version not recorded: %s", self.run_id, exc)
+            return
+        store.record_run_version(self.run_id, project=spec.project, name=spec.name,
+                                 version=version, structure_hash=structure)
+        self.info = attrs.evolve(self.info, version=version)
 
     # -- resolving and creating a step's task -------------------------------------------------
 
@@ -630,7 +824,8 @@ class Runner:
             return functions.create_task(
                 store, node.function, data, code, kwargs, node.return_artifacts,
                 project=project, name=node.task_name or node.name, type=node.job_type,
-                parent=self.run_id, inputs_on=self.run_id, tags=tags).id
+                parent=self.run_id, inputs_on=self.run_id, tags=tags,
+                cache_key=node.cache_key).id
         if node.base_task_factory is not None:
             made = node.base_task_factory(node)
             task_id = made.id if isinstance(made, Task) else str(made)
@@ -639,11 +834,12 @@ class Runner:
             assert node.base_task_id is not None
             task_id = store.clone_task(node.base_task_id, name=node.task_name or node.name,
                                        parent=self.run_id,
-                                       project=node.project_name or self.spec.target_project).id
+                                       project=node.project_name or self.spec.target_project,
+                                       cache_key=node.cache_key).id
         else:
             assert node.base_task_id is not None
             task_id = node.base_task_id
-            store.update_task(task_id, parent=self.run_id)
+            store.update_task(task_id, parent=self.run_id, cache_key=node.cache_key)
         existing = store.get_parameters(task_id)
         rows = []
         for key, value in resolved.items():

@@ -41,17 +41,22 @@ from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
 from .plugin_manager import has_impls, notify
 from .store import get_store
 
-#: the function step a thread is executing (steps of the inline and thread executors share
-#: the controller's process, so "the current task" is per thread)
+#: what a thread runs as: the function step it executes, or the controller of the pipeline
+#: whose logic it runs (steps of the inline and thread executors share the controller's
+#: process, and a pipeline can run inside a step, so "the current task" is per thread)
 _step = threading.local()
 
 
 @contextmanager
-def executing(task_id: str) -> Iterator[Task]:
-    """Make ``task_id`` this thread's current task while a function step runs."""
+def executing(task_id: str, *, controller: bool = False) -> Iterator[Task]:
+    """Make ``task_id`` this thread's current task while a function step runs, or, with
+    ``controller``, while this thread runs a pipeline's logic (then no step is current, even
+    inside a step that started the pipeline).
+    """
     previous = getattr(_step, "task", None)
     task = Task(task_id)
-    task._executing = True
+    task._executing = not controller
+    task._controller = controller
     _step.task = task
     try:
         yield task
@@ -65,7 +70,7 @@ def current_step() -> Task | None:
     """
     step = getattr(_step, "task", None)
     if step is not None:
-        return step
+        return None if step._controller else step
     if os.environ.get(TASK_ENV):
         task = Task.current_task()
         if task is not None and task.data.type != TaskType.controller.value:
@@ -106,6 +111,7 @@ class Task:
     def __init__(self, task_id: str) -> None:
         self._id = task_id
         self._executing = False  # launched to execute this task (PIPEKIT_TASK_ID)
+        self._controller = False  # the pipeline logic of this controller task runs here
         self._logger: Logger | None = None
 
     # -- identity ---------------------------------------------------------------------------

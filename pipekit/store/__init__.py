@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from peewee import JOIN, fn
+
 from ..config import Settings, get_settings
 from ..errors import (
     ArtifactNotFound,
@@ -168,8 +170,12 @@ class Store:
                     code: str | None = None, tags: Sequence[str] = (),
                     params: Iterable[ParamInfo] = (),
                     configurations: Mapping[str, tuple[str, str]] | None = None,
-                    task_id: str | None = None) -> TaskInfo:
-        """Create a task (with its parameters and configuration) in one transaction."""
+                    task_id: str | None = None, cache_key: str | None = None) -> TaskInfo:
+        """Create a task (with its parameters and configuration) in one transaction.
+
+        :param cache_key: the step cache key it runs under (found by :meth:`find_cached`
+            once the task completed).
+        """
         task_id = task_id or new_id()
         now = time.time()
         log_path = str(self.settings.logs_dir / f"{task_id}.log")
@@ -179,7 +185,7 @@ class Store:
         tags = tuple(dict.fromkeys(tags))
         row = (task_id, None, name, str(type), str(status), "", parent, json.dumps(script),
                code_digest, code, now, started, now, json.dumps(list(tags)), log_path,
-               False, "", 0)
+               False, "", 0, cache_key)
 
         def insert() -> None:
             self._sql(sql.INSERT_TASK, (row[0], self._project_id(project), *row[2:]))
@@ -256,7 +262,10 @@ class Store:
         fields["last_update"] = time.time()
 
         def update() -> int:
-            return t.Task.update(**fields).where(t.Task.id == task_id).execute()
+            values = dict(fields)  # (a retried transaction starts from the names again)
+            if "project" in values:
+                values["project"] = self._project_id(values["project"])
+            return t.Task.update(**values).where(t.Task.id == task_id).execute()
 
         if not self.write(update):
             raise TaskNotFound(task_id)
@@ -321,7 +330,7 @@ class Store:
         self.write(lambda: t.Task.update(log_size=size).where(t.Task.id == task_id).execute())
 
     def clone_task(self, source_id: str, *, name: str | None = None, parent: str | None = None,
-                   project: str | None = None) -> TaskInfo:
+                   project: str | None = None, cache_key: str | None = None) -> TaskInfo:
         """A new ``created`` task with the source's code, parameters and configuration."""
         source = self.get_task(source_id)
         row = t.Task.get(t.Task.id == source_id)
@@ -333,6 +342,7 @@ class Store:
             tags=source.tags, params=self.get_parameters(source_id).values(),
             configurations={c.name: (c.value, c.kind) for c in
                             t.Configuration.select().where(t.Configuration.task == source_id)},
+            cache_key=cache_key,
         )
         return new
 
@@ -527,19 +537,32 @@ class Store:
     # -- pipeline runs ----------------------------------------------------------------------
 
     def create_run(self, run_id: str, *, dag: Mapping[str, Any], version: str | None = None,
-                   structure_hash: str | None = None, origin: str | None = None) -> None:
+                   structure_hash: str | None = None, origin: str | None = None,
+                   pipeline: tuple[str, str] | None = None) -> None:
         """Record that controller task ``run_id`` runs ``dag`` (:meth:`pipekit.dag.Dag.to_dict`);
-        every node starts pending.
+        every node starts pending. A draft run (a cloned run not started yet) is replaced,
+        keeping its ``origin`` unless one is given.
+
+        :param pipeline: ``(project, name)`` to record ``version`` under (with the hash).
         """
         now = time.time()
 
         def insert() -> None:
+            nonlocal origin
+            draft = t.Run.get_or_none(t.Run.task == run_id)
+            if draft is not None:
+                origin = origin or draft.origin
+                t.Node.delete().where(t.Node.run == run_id).execute()
+                draft.delete_instance()
             t.Run.insert(task=run_id, version=version, structure_hash=structure_hash,
                          origin=origin, dag=json.dumps(dict(dag)), created=now).execute()
             rows = [{"run": run_id, "name": node["name"], "parents": json.dumps(node["parents"]),
                      "status": "pending"} for node in dag.get("nodes", ())]
             for start in range(0, len(rows), 500):
                 t.Node.insert_many(rows[start:start + 500]).execute()
+            if pipeline is not None and version and structure_hash:
+                self._link_version(run_id, pipeline[0], pipeline[1], version, structure_hash,
+                                   now)
 
         self.write(insert)
 
@@ -619,6 +642,119 @@ class Store:
                     .where((t.Task.id == run_id) & t.Task.status.in_(allowed)).execute())
 
         return bool(self.write(update))
+
+    # -- step cache -------------------------------------------------------------------------
+
+    def find_cached(self, key: str) -> str | None:
+        """The newest completed or published, non-archived task run under cache ``key``."""
+        self._check()
+        row = self._sql(sql.SELECT_CACHED, (key, False)).fetchone()
+        return row[0] if row else None
+
+    def cache_entries(self, *, project: str | None = None, name: str | None = None
+                      ) -> list[dict[str, Any]]:
+        """Tasks that can serve a cache hit (newest first): key, task, project, name, ended."""
+        self._check()
+        query = (t.Task.select(t.Task.cache_key, t.Task.id, t.Project.name, t.Task.name,
+                               t.Task.status, t.Task.ended)
+                 .join(t.Project)
+                 .where(t.Task.cache_key.is_null(False)
+                        & t.Task.status.in_([Status.completed.value, Status.published.value])
+                        & (t.Task.archived == False))  # noqa: E712 - peewee expression
+                 .order_by(t.Task.ended.desc(), t.Task.id))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        if name is not None:
+            query = query.where(t.Task.name == name)
+        return [{"key": key, "task": task, "project": proj, "name": tname, "status": status,
+                 "ended": ended} for key, task, proj, tname, status, ended in query.tuples()]
+
+    def clear_cache(self, *, keys: Sequence[str] = (), tasks: Sequence[str] = (),
+                    everything: bool = False) -> int:
+        """Forget cache keys (the tasks and their outputs stay); returns how many tasks."""
+        def update() -> int:
+            query = t.Task.update(cache_key=None).where(t.Task.cache_key.is_null(False))
+            if not everything:
+                query = query.where(t.Task.cache_key.in_(list(keys)) | t.Task.id.in_(list(tasks)))
+            return query.execute()
+
+        if not (everything or keys or tasks):
+            return 0
+        return int(self.write(update))
+
+    # -- pipelines and versions -------------------------------------------------------------
+
+    def latest_pipeline_version(self, project: str, name: str) -> tuple[str, str] | None:
+        """``(version, structure_hash)`` of the pipeline's newest recorded version."""
+        self._check()
+        query = (t.Pipeline.select(t.Pipeline.version, t.Pipeline.structure_hash)
+                 .join(t.Project).where((t.Project.name == project) & (t.Pipeline.name == name))
+                 .order_by(t.Pipeline.created.desc(), t.Pipeline.id.desc()).limit(1).tuples())
+        row = query.first()
+        return (row[0], row[1]) if row else None
+
+    def record_run_version(self, run_id: str, *, project: str, name: str, version: str,
+                           structure_hash: str) -> None:
+        """Record a run's pipeline version (creating the version on first use)."""
+        now = time.time()
+        self.write(lambda: self._link_version(run_id, project, name, version, structure_hash,
+                                              now))
+
+    def _link_version(self, run_id: str, project: str, name: str, version: str,
+                      structure_hash: str, now: float) -> None:
+        project_id = self._project_id(project)
+        row = t.Pipeline.get_or_none((t.Pipeline.project == project_id)
+                                     & (t.Pipeline.name == name)
+                                     & (t.Pipeline.version == version))
+        if row is None:
+            pipeline_id = t.Pipeline.insert(project=project_id, name=name, version=version,
+                                            structure_hash=structure_hash, created=now).execute()
+        else:
+            pipeline_id = row.id
+        t.Run.update(pipeline=pipeline_id, version=version,
+                     structure_hash=structure_hash).where(t.Run.task == run_id).execute()
+
+    def list_pipelines(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Every pipeline version with its run count and last run, newest first."""
+        self._check()
+        runs = fn.COUNT(t.Run.task)
+        query = (t.Pipeline.select(t.Project.name, t.Pipeline.name, t.Pipeline.version,
+                                   t.Pipeline.structure_hash, t.Pipeline.created, runs,
+                                   fn.MAX(t.Run.created))
+                 .join(t.Project).switch(t.Pipeline)
+                 .join(t.Run, JOIN.LEFT_OUTER, on=(t.Run.pipeline == t.Pipeline.id))
+                 .group_by(t.Pipeline.id)
+                 .order_by(t.Project.name, t.Pipeline.name, t.Pipeline.created.desc()))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        return [{"project": proj, "name": name, "version": version, "structure_hash": shash,
+                 "created": created, "runs": count, "last_run": last}
+                for proj, name, version, shash, created, count, last in query.tuples()]
+
+    def list_runs(self, *, project: str | None = None, name: str | None = None,
+                  status: Sequence[str] = (), parent: str | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+        """Pipeline runs, newest first: the controller task's fields plus version and origin."""
+        self._check()
+        query = (t.Run.select(t.Task.id, t.Project.name, t.Task.name, t.Task.status,
+                              t.Task.status_reason, t.Task.parent, t.Task.created,
+                              t.Task.started, t.Task.ended, t.Run.version, t.Run.structure_hash,
+                              t.Run.origin)
+                 .join(t.Task).join(t.Project)
+                 .order_by(t.Task.created.desc(), t.Task.id.desc()))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        if name is not None:
+            query = query.where(t.Task.name == name)
+        if status:
+            query = query.where(t.Task.status.in_([str(s) for s in status]))
+        if parent is not None:
+            query = query.where(t.Task.parent == parent)
+        if limit is not None:
+            query = query.limit(limit)
+        keys = ("id", "project", "name", "status", "status_reason", "parent", "created",
+                "started", "ended", "version", "structure_hash", "origin")
+        return [dict(zip(keys, row, strict=True)) for row in query.tuples()]
 
     # -- queues -----------------------------------------------------------------------------
 

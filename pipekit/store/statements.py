@@ -13,7 +13,7 @@ from functools import cache
 
 TASK_COLUMNS = ("id", "project_id", "name", "type", "status", "status_reason", "parent",
                 "script", "code_digest", "code", "created", "started", "last_update", "tags",
-                "log_path", "archived", "comment", "log_size")
+                "log_path", "archived", "comment", "log_size", "cache_key")
 
 INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
@@ -52,6 +52,10 @@ SELECT_ARTIFACT = ("SELECT name, digest, size, serializer, type, filename, inlin
 
 SELECT_PARAMETERS = ("SELECT section, name, value, type, description FROM parameter "
                      "WHERE task_id = ? ORDER BY id")
+
+#: the newest reusable task with a cache key (SPEC §3: completed or published, not archived)
+SELECT_CACHED = ("SELECT id FROM task WHERE cache_key = ? AND status IN ('completed', "
+                 "'published') AND archived = ? ORDER BY ended DESC, id LIMIT 1")
 
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
