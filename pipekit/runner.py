@@ -57,6 +57,8 @@ __all__ = ["Runner", "StepJob", "active_run", "build_dag"]
 
 #: longest pause between two turns of the loop while steps run (it wakes early on events)
 _MAX_IDLE = 0.02
+#: how often the loop looks for the run or a step aborted from outside (``pipekit tasks abort``)
+_OUTSIDE_EVERY = 0.5
 
 
 _active: list[Runner] = []
@@ -205,6 +207,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._aborting: str | None = None
         self._failed: list[str] = []
+        self._next_outside_check = 0.0
         #: function step -> (its pickle, its code), made once per node
         self._functions: dict[str, tuple[bytes, functions.FunctionCode]] = {}
 
@@ -435,6 +438,10 @@ class Runner:
                                or self._aborting or "")
             return busy
         assert self._executor is not None
+        if self._running and time.monotonic() >= self._next_outside_check:
+            self._next_outside_check = time.monotonic() + _OUTSIDE_EVERY
+            if self._aborted_outside():
+                return True
         for name, (handle, begun) in list(self._running.items()):
             outcome = self._executor.poll(handle)
             node = self.nodes[name]
@@ -628,6 +635,26 @@ class Runner:
                                        cache_key=node.cache_key)
         self._submit(node, clone.id)
         return True
+
+    def _aborted_outside(self) -> bool:
+        """Stop the run if its controller task was ended from outside; cancel a step whose
+        task was. Returns whether the run is stopping.
+        """
+        assert self.run_id is not None and self._executor is not None
+        running = {self.nodes[name].job.task_id(): name for name in self._running}
+        statuses = get_store().task_statuses([self.run_id, *running])
+        status, reason = statuses.get(self.run_id, (Status.in_progress.value, ""))
+        if Status(status).is_final:
+            self.stop(f"run {status} from outside: {reason}" if reason
+                      else f"run {status} from outside")
+            return True
+        for task_id, name in running.items():
+            step_status, _ = statuses.get(task_id, (Status.in_progress.value, ""))
+            # only "stopped": a completed or failed status may be the step's own last word,
+            # written just before its process exits
+            if step_status == Status.stopped.value and name in self._running:
+                self._executor.cancel(self._running[name][0])
+        return False
 
     def _time_out(self, node: Node, handle: Any) -> Outcome:
         assert self._executor is not None

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO
 
 import psutil
@@ -49,7 +49,8 @@ def describe_exit(returncode: int) -> str:
 
 
 def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None,
-             on_start: Callable[[int], None] | None = None) -> TaskInfo:
+             on_start: Callable[[int], None] | None = None,
+             env: Mapping[str, str] | None = None) -> TaskInfo:
     """Run a ``created`` or ``queued`` task to its final status; returns it.
 
     A script task runs as a child process; a function task runs in this process
@@ -57,6 +58,7 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
 
     :param echo: also copy the child's output here (the CLI passes its stdout).
     :param on_start: called with the child's pid once it runs (executors keep it to cancel).
+    :param env: extra environment for a script task's child (an empty value unsets).
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
@@ -74,11 +76,16 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     if not os.path.isfile(path):
         store.set_status(info.id, Status.failed, reason=f"script not found: {path}")
         return store.get_task(info.id)
-    env = dict(os.environ)
-    env.update({TASK_ENV: info.id, HOME_ENV: str(store.settings.home),
+    child_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value:
+            child_env[key] = value
+        else:
+            child_env.pop(key, None)
+    child_env.update({TASK_ENV: info.id, HOME_ENV: str(store.settings.home),
                 DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
     cmd = [sys.executable, path, *script.get("argv", [])]
-    proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=env,
+    proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=child_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None

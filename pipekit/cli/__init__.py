@@ -46,9 +46,9 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import db, logs, plugins, queues, tasks
+    from . import cache, db, logs, plugins, queues, runs, tasks
 
-    for module in (tasks, logs, db, plugins, queues):
+    for module in (runs, tasks, logs, cache, db, plugins, queues):
         module.register(cli)
 
 

@@ -39,8 +39,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     from rich.table import Table
 
     tbl = Table(title=title, show_lines=False, header_style="bold")
-    for col in columns:
-        tbl.add_column(col, overflow="fold")
+    for i, col in enumerate(columns):  # the first column is an id or name: never broken
+        tbl.add_column(col, overflow="fold", no_wrap=i == 0)
     for row in rows:
         tbl.add_row(*["" if v is None else str(v) for v in row])
     Console().print(tbl)

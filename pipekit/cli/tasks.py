@@ -155,5 +155,24 @@ def run(task_id: str, quiet: bool) -> None:
     click.echo(f"task {info.id} completed", err=True)
 
 
+@tasks.command("abort")
+@click.argument("task_ids", nargs=-1, required=True, metavar="TASK...")
+@click.option("--reason", default="aborted by user", show_default=True,
+              help="Why, as the task's status reason.")
+def abort(task_ids: tuple[str, ...], reason: str) -> None:
+    """Stop tasks that have not finished. Aborting a pipeline run stops its running steps
+    and ends it; aborting a step fails its run unless the step may fail.
+    """
+    from ..store import get_store
+
+    store = get_store()
+    for task_id in task_ids:
+        full = store.resolve_task_id(task_id)
+        if store.set_status(full, Status.stopped, reason=reason):
+            click.echo(f"task {full} stopped")
+        else:
+            raise PipekitError(f"task {full} is already {store.get_task(full).status}")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(tasks)

@@ -200,6 +200,17 @@ class Store:
                         code_digest=code_digest, created=now, started=started,
                         last_update=now, tags=tags, log_path=log_path)
 
+    def task_statuses(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{id: (status, status_reason)}`` of the given tasks (missing ones left out)."""
+        self._check()
+        out: dict[str, tuple[str, str]] = {}
+        ids = list(task_ids)
+        for start in range(0, len(ids), 500):
+            query = (t.Task.select(t.Task.id, t.Task.status, t.Task.status_reason)
+                     .where(t.Task.id.in_(ids[start:start + 500])).tuples())
+            out.update({task_id: (status, reason) for task_id, status, reason in query})
+        return out
+
     def get_task(self, task_id: str) -> TaskInfo:
         """:raises TaskNotFound: no task has this id."""
         self._check()
@@ -331,19 +342,27 @@ class Store:
 
     def clone_task(self, source_id: str, *, name: str | None = None, parent: str | None = None,
                    project: str | None = None, cache_key: str | None = None) -> TaskInfo:
-        """A new ``created`` task with the source's code, parameters and configuration."""
+        """A new ``created`` task with the source's code, parameters and configuration.
+
+        The clone of a pipeline run is a draft run linked to it (``origin``), a sibling of
+        its source; the clone of any other task is by default its child.
+        """
         source = self.get_task(source_id)
         row = t.Task.get(t.Task.id == source_id)
+        run = t.Run.get_or_none(t.Run.task == source_id)
+        default_parent = source.parent if run is not None else (source.parent or source.id)
         new = self.create_task(
             project=project or source.project,
             name=name or f"Clone Of {source.name}",
-            type=source.type, parent=parent or source.parent or source.id,
+            type=source.type, parent=parent or default_parent,
             script=source.script, code_digest=source.code_digest, code=row.code,
             tags=source.tags, params=self.get_parameters(source_id).values(),
             configurations={c.name: (c.value, c.kind) for c in
                             t.Configuration.select().where(t.Configuration.task == source_id)},
             cache_key=cache_key,
         )
+        if run is not None:
+            self.create_run(new.id, dag=json.loads(run.dag), origin=source_id)
         return new
 
     # -- parameters and configuration -------------------------------------------------------

@@ -1,0 +1,250 @@
+"""``pipekit run``, ``runs``, ``rerun``, ``pipelines`` and ``export``: pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import PipekitError
+from ..models import Status
+from .render import emit_json, json_option, listing, when
+from .tasks import parse_params
+
+_mode_option = click.option("--mode", type=click.Choice(["debug", "local"]),
+                            help="debug: every step in the pipeline's process, one at a time; "
+                                 "local: every step in its own process here. Default: the "
+                                 "script's choice.")
+_cache_option = click.option("--no-cache", is_flag=True,
+                             help="Run cached steps again (their results then serve later "
+                                  "runs).")
+_echo_option = click.option("--echo", is_flag=True,
+                            help="Show the script's own output instead of the live step view "
+                                 "(it is always in the run's log).")
+
+
+def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None:
+    """Run a draft controller task with live progress; exit 1 unless it completes."""
+    from ..progress import watch
+    from ..runs import execute
+    from ..store import get_store
+
+    pid: list[int] = []
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            result.append(execute(task_id, mode=mode, no_cache=no_cache,
+                                  echo=sys.stdout.buffer if echo else None,
+                                  on_start=pid.append))
+        except BaseException as exc:  # re-raised below, in the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=drive, name="pipekit-run", daemon=True)
+    thread.start()
+    click.echo(f"run {task_id}", err=True)
+    try:
+        if echo:
+            thread.join()
+        else:
+            watch(task_id, until=lambda: not thread.is_alive())
+            thread.join()
+    except KeyboardInterrupt:
+        if pid:  # the pipeline stops its steps and ends the run "stopped"
+            os.kill(pid[0], signal.SIGINT)
+        thread.join()
+    if errors:
+        raise errors[0]
+    info = get_store().get_task(task_id)
+    if info.status != Status.completed.value:
+        reason = f": {info.status_reason}" if info.status_reason else ""
+        raise PipekitError(f"run {task_id} {info.status}{reason} "
+                           f"(pipekit runs show {task_id[:12]}; pipekit logs {task_id[:12]})")
+    click.echo(f"run {task_id} completed: pipekit runs show {task_id[:12]}", err=True)
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a pipeline parameter (repeatable); typed like its default.")
+@click.option("--project", default="default", show_default=True,
+              help="Project of the run until the pipeline names its own.")
+@_mode_option
+@_cache_option
+@_echo_option
+def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], project: str,
+        mode: str | None, no_cache: bool, echo: bool) -> None:
+    """Run a pipeline script and show its steps live.
+
+    The script runs as it would with `python SCRIPT`; its pipeline becomes the run, with
+    the --param values as its parameters. Exits 1 unless the run completes.
+    """
+    from ..runs import launch_script
+
+    draft = launch_script(script, list(script_args), parse_params(params), project=project)
+    _execute(draft.id, mode, no_cache, echo)
+
+
+@click.command("rerun")
+@click.argument("run_id", metavar="RUN")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Change a parameter of the new run (repeatable).")
+@_mode_option
+@_cache_option
+@_echo_option
+def rerun(run_id: str, params: tuple[str, ...], mode: str | None, no_cache: bool,
+          echo: bool) -> None:
+    """Run a pipeline again as a new run linked to RUN, optionally with changed parameters.
+
+    Steps with caching on are served from RUN's results unless their inputs changed.
+    """
+    from ..runs import clone_run
+
+    clone = clone_run(run_id, parse_params(params))
+    _execute(clone.id, mode, no_cache, echo)
+
+
+@click.group()
+def runs() -> None:
+    """List and inspect pipeline runs."""
+
+
+@runs.command("ls")
+@click.option("--project", help="Only runs of this project.")
+@click.option("--name", help="Only runs of this pipeline.")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice([s.value for s in Status]), help="Only these statuses.")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
+@json_option
+def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], limit: int,
+            as_json: bool) -> None:
+    """List pipeline runs, most recent first."""
+    from ..store import get_store
+
+    found = get_store().list_runs(project=project, name=name, status=statuses, limit=limit)
+    listing(found, as_json, "runs",
+            ["id", "project", "pipeline", "version", "status", "started", "origin"],
+            lambda r: [r["id"][:12], r["project"], r["name"], r["version"] or "",
+                       r["status"], when(r["started"] or r["created"]),
+                       (r["origin"] or "")[:12]],
+            "no runs")
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="RUN")
+@json_option
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show a run: its parameters and every step's status, timing, cache hit, parameters
+    and outputs (pipelines nested in a step under it).
+    """
+    from ..runs import run_view
+
+    view = run_view(run_id)
+    if as_json:
+        emit_json(view)
+        return
+    _print_view(view)
+
+
+_STATUS_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopped": "yellow",
+                 "skipped": "dim", "in_progress": "bold blue", "pending": "dim"}
+
+
+def _print_view(view: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.tree import Tree
+
+    console = Console()
+    head = (f"[bold]{view['name']}[/] {view['version'] or ''}  run {view['id']}  "
+            f"[{_STATUS_STYLE.get(view['status'], '')}]{view['status']}[/]")
+    if view["reason"]:
+        head += f"  ({view['reason']})"
+    tree = Tree(head)
+    if view["origin"]:
+        tree.add(f"rerun of {view['origin']}")
+    if view["parameters"]:
+        params = tree.add("parameters")
+        for key, value in view["parameters"].items():
+            params.add(f"{key} = {value}")
+    _add_steps(tree, view)
+    console.print(tree)
+
+
+def _add_steps(tree: Any, view: dict[str, Any]) -> None:
+    steps = tree.add("steps")
+    for node in view["nodes"]:
+        style = _STATUS_STYLE.get(node["status"], "")
+        duration = f"  {node['duration']:.2f} s" if node["duration"] is not None else ""
+        parents = f"  after {', '.join(node['parents'])}" if node["parents"] else ""
+        label = f"[bold]{node['name']}[/]  [{style}]{node['status']}[/]{duration}{parents}"
+        if node["task"]:
+            label += f"  task {node['task'][:12]}"
+        branch = steps.add(label)
+        if node.get("reason") and node["status"] in ("failed", "stopped", "skipped"):
+            branch.add(f"reason: {node['reason']}")
+        for key, value in node["parameters"].items():
+            branch.add(f"{key} = {value}")
+        for output in node["outputs"]:
+            branch.add(f"→ {output['name']}: {output['preview'] or output['type']}")
+        for nested in node["runs"]:
+            sub = branch.add(f"[bold]{nested['name']}[/] run {nested['id'][:12]}  "
+                             f"[{_STATUS_STYLE.get(nested['status'], '')}]"
+                             f"{nested['status']}[/]")
+            _add_steps(sub, nested)
+
+
+@click.group()
+def pipelines() -> None:
+    """List pipelines and their versions."""
+
+
+@pipelines.command("ls")
+@click.option("--project", help="Only pipelines of this project.")
+@json_option
+def pipelines_ls(project: str | None, as_json: bool) -> None:
+    """List every pipeline version with its structure hash and number of runs."""
+    from ..store import get_store
+
+    found = get_store().list_pipelines(project)
+    listing(found, as_json, "pipelines",
+            ["project", "pipeline", "version", "structure", "runs", "last run"],
+            lambda p: [p["project"], p["name"], p["version"], p["structure_hash"][:12],
+                       p["runs"], when(p["last_run"])],
+            "no pipelines")
+
+
+@click.command("export")
+@click.argument("run_id", metavar="RUN")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "html"]),
+              default="mermaid", show_default=True, help="What to draw the DAG as.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of stdout.")
+def export(run_id: str, fmt: str, output: str | None) -> None:
+    """Draw a run's DAG with each step's status: Mermaid, Graphviz DOT, or a self-contained
+    HTML page.
+    """
+    from ..export import render
+    from ..runs import run_view
+
+    text = render(run_view(run_id), fmt)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    click.echo(f"wrote {path}", err=True)
+
+
+def register(cli: click.Group) -> None:
+    for command in (run, rerun, runs, pipelines, export):
+        cli.add_command(command)
+
