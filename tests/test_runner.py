@@ -434,8 +434,7 @@ def decorator_state():
     yield
     (PipelineDecorator._mode, PipelineDecorator._executor,
      PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
-    PipelineDecorator._run = None
-    PipelineDecorator._calls = {}
+    PipelineDecorator._local.__dict__.clear()
 
 
 def the_run() -> Any:
