@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pipeline_helpers import assert_cascade, node_statuses, run_locally
 
 import pipekit
-from pipekit import PipelineController
+from pipekit import PipelineController, PipelineDecorator
 from pipekit.caching import CacheKeyError, cache_key, hook_parts
 from pipekit.plugin_manager import get_plugin_manager
 from pipekit.store import get_store
@@ -30,7 +30,7 @@ from pipekit.store import get_store
 
 SCRIPT = '''
 import os, sys
-from pipekit import PipelineController
+from pipekit import PipelineController, PipelineDecorator
 
 def _count(name):
     with open(os.path.join(os.environ["COUNTER_DIR"], name), "a") as fh:
@@ -424,3 +424,45 @@ def test_key_refuses_values_without_canonical_form() -> None:
 
 def test_hook_parts_flatten() -> None:
     assert hook_parts([None, "a", ["b", "c"], ("d",)]) == ["a", "b", "c", "d"]
+
+
+@PipelineDecorator.component(return_values=["doubled"], cache=True)
+def doubled(x: int) -> int:
+    CALLS.append("doubled")
+    return 2 * x
+
+
+@PipelineDecorator.component(return_values=["total"], cache=True)
+def summed(a: int, b: int) -> int:
+    CALLS.append("summed")
+    return a + b
+
+
+@PipelineDecorator.pipeline(name="decorated-cache", project="caching-tests")
+def decorated(x: int = 1) -> int:
+    return summed(doubled(x), doubled(x + 1))
+
+
+def test_decorator_components_with_cache_are_reused() -> None:
+    CALLS.clear()
+    PipelineDecorator.run_locally(executor="thread")
+    try:
+        assert decorated(x=1) == 6
+        assert decorated(x=1) == 6
+        assert sorted(CALLS) == ["doubled", "doubled", "summed"]
+        assert decorated(x=2) == 10  # doubled(2) and doubled(3): one of them is cached
+        assert sorted(CALLS) == ["doubled", "doubled", "doubled", "summed", "summed"]
+    finally:
+        PipelineDecorator._mode = None
+        PipelineDecorator._executor = "subprocess"
+    runs = get_store().list_runs(name="decorated-cache")
+    assert [set(node_statuses(r["id"]).values()) for r in runs][1] == {"cached"}
+
+
+def test_docs_example_is_cached_the_second_time(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "caching.py"
+    outputs = [subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                              check=True, cwd=tmp_path, timeout=120).stdout.strip()
+               for _ in range(2)]
+    assert outputs == ["{'load': 'completed', 'total': 'completed'}",
+                       "{'load': 'cached', 'total': 'cached'}"]
