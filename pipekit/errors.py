@@ -157,7 +157,7 @@ class PluginError(PipekitError):
 # -- pipeline definitions ---------------------------------------------------------------------
 
 import difflib  # noqa: E402  (this section was appended; the imports stay next to their use)
-from collections.abc import Iterable  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
 
 
 class DefinitionError(PipekitError, ValueError):
@@ -299,3 +299,15 @@ class PipelineFailed(PipekitError, RuntimeError):
         self.run, self.status, self.reason = run, status, reason
         why = f": {reason}" if reason else ""
         super().__init__(f"pipeline run {run} {status}{why}")
+
+
+class UnknownFormatError(PipekitError, ValueError):
+    """:func:`render` was asked for a format it does not know; ``.format`` names it and
+    ``.choices`` lists the known ones.
+    """
+
+    def __init__(self, fmt: object, choices: Sequence[str]) -> None:
+        self.format, self.choices = fmt, tuple(choices)
+        super().__init__(
+            f"unknown export format {fmt!r}: choose one of {', '.join(self.choices)}"
+        )

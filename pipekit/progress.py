@@ -2,8 +2,8 @@
 
 :func:`watch` follows a run by polling its nodes, so it works for a run driven by this
 process, another process or an agent alike. On a terminal it draws a ``rich`` live table
-(step, status, duration); otherwise (a pipe, CI, ``NO_COLOR`` does not matter) it prints one
-plain line per status change.
+(step, status, duration, cache hit); otherwise (a pipe, CI, ``NO_COLOR`` does not matter)
+it prints one plain line per status change.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ def _table(run_id: str, nodes: list[dict[str, Any]], status: str) -> Any:
 
     now = time.time()
     tbl = Table(title=f"run {run_id[:12]}  {status}", header_style="bold")
-    for column in ("step", "status", "duration", "task"):
+    for column in ("step", "status", "duration", "cached", "task"):
         tbl.add_column(column)
     for node in nodes:
         style = _STYLE.get(node["status"], "")
         tbl.add_row(node["name"], f"[{style}]{node['status']}[/]" if style else node["status"],
-                    _duration(node, now), (node["task"] or "")[:12])
+                    _duration(node, now), "yes" if node["status"] == "cached" else "",
+                    (node["task"] or "")[:12])
     return tbl
 
 

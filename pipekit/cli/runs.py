@@ -227,8 +227,9 @@ def pipelines_ls(project: str | None, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of stdout.")
 def export(run_id: str, fmt: str, output: str | None) -> None:
-    """Draw a run's DAG with each step's status: Mermaid, Graphviz DOT, or a self-contained
-    HTML page.
+    """Draw a run's DAG with each step's status as Mermaid, Graphviz DOT or an HTML page.
+
+    The HTML page is self-contained: it loads nothing from the network.
     """
     from ..export import render
     from ..runs import run_view
