@@ -4,6 +4,7 @@ honest machinery (PERFORMANCE.md), plus the timing helpers. Imports nothing from
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import statistics
 import subprocess
@@ -44,6 +45,36 @@ def sqlite_floor(n: int) -> float:
             conn.execute("UPDATE t SET status='done' WHERE id=?", (cur.lastrowid,))
         elapsed = time.perf_counter() - start
         conn.close()
+    return elapsed / n
+
+
+def sqlite_lookup_floor(n: int) -> float:
+    """Per-lookup seconds of the W3 floor: a plain ``sqlite3`` WAL database holding ``n``
+    tasks keyed by a 64-hex-digit cache key (indexed), and one
+    ``SELECT id FROM t WHERE key = ? AND status IN (...) LIMIT 1`` per step, every key found.
+    The table is built and committed before the clock starts.
+    """
+    keys = [hashlib.blake2b(str(i).encode(), digest_size=32).hexdigest() for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("PRAGMA synchronous=normal")
+        conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, key TEXT, status TEXT)")
+        conn.execute("CREATE INDEX t_key ON t (key)")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t (id, key, status) VALUES (?, ?, 'completed')",
+                         ((f"task{i:08d}", key) for i, key in enumerate(keys)))
+        conn.execute("COMMIT")
+        query = ("SELECT id FROM t WHERE key = ? AND status IN ('completed', 'published') "
+                 "LIMIT 1")
+        found = 0
+        start = time.perf_counter()
+        for key in keys:
+            row = conn.execute(query, (key,)).fetchone()
+            found += row is not None
+        elapsed = time.perf_counter() - start
+        conn.close()
+    assert found == n, f"floor found {found} of {n} keys"
     return elapsed / n
 
 

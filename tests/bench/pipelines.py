@@ -1,4 +1,4 @@
-"""The pipeline workloads of PERFORMANCE.md (W1, W1d, W2, W4, W5), each timed against its
+"""The pipeline workloads of PERFORMANCE.md (W1, W1d, W2, W3, W4, W5), each timed against its
 floor in the same process.
 
 ``run.py`` runs each workload as ``python tests/bench/pipelines.py <workload> --out FILE`` with
@@ -8,6 +8,10 @@ subprocesses, as a user's pipeline script's do. The result is a JSON object writ
 every time in it is in seconds.
 
 Run one by hand: ``PIPEKIT_HOME=$(mktemp -d) python tests/bench/pipelines.py w1 --out r.json``.
+
+W3 (cache hits) populates each repetition's store in this process, then runs the same chain
+again in a new process (``pipelines.py w3-hit``, an internal workload: it uses the store of
+its ``PIPEKIT_HOME`` as it finds it) and reads that process's timing back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from floors import python_import_floor, sqlite_floor
+from floors import python_import_floor, sqlite_floor, sqlite_lookup_floor
 
 import pipekit
 from pipekit import PipelineController, PipelineDecorator
@@ -210,6 +214,92 @@ def w2(args: argparse.Namespace) -> dict[str, Any]:
             "repeat": args.repeat}
 
 
+# -- W3: cache hits in a new process ----------------------------------------------------------
+
+
+def w3_chain(n: int) -> tuple[PipelineController, float, float]:
+    """Define and run the W1 controller chain with every step cached, in the current store;
+    returns the controller and the (define, run) seconds.
+    """
+    start = time.perf_counter()
+    pipe = PipelineController(name="w3", project="bench")
+    pipe.add_function_step("s0", inc, function_kwargs={"x": 0}, function_return=["x"],
+                           cache_executed_step=True)
+    for i in range(1, n):
+        pipe.add_function_step(f"s{i}", inc, function_kwargs={"x": f"${{s{i - 1}.x}}"},
+                               function_return=["x"], cache_executed_step=True)
+    defined = time.perf_counter()
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="inline")
+    end = time.perf_counter()
+    return pipe, defined - start, end - defined
+
+
+def w3_populate(n: int) -> tuple[Path, float]:
+    """A fresh store holding one completed W3 run (every step executed); returns its home
+    and the run's wall time.
+    """
+    home = fresh_home()
+    pipe, define, run = w3_chain(n)
+    check(pipe.is_successful(), "W3 populating run did not complete")
+    statuses = {node.status for node in pipe.get_pipeline_dag().values()}
+    check(statuses == {"completed"}, f"W3 populating run ended with node statuses {statuses}")
+    return home, define + run
+
+
+def w3_hit(args: argparse.Namespace) -> dict[str, Any]:
+    """The timed side of W3, in its own process: the chain again on the store in
+    PIPEKIT_HOME; every node must end ``cached``."""
+    from pipekit.task import Task
+
+    n = args.steps
+    pipe, define, run = w3_chain(n)
+    check(pipe.is_successful(), "W3 cached run did not complete")
+    nodes = pipe.get_pipeline_dag().values()
+    uncached = [f"{node.name}={node.status}" for node in nodes if node.status != "cached"]
+    check(not uncached, f"W3: {len(uncached)} of {n} steps were not served from the cache "
+          f"(first: {', '.join(uncached[:5])})")
+    last = pipe.get_pipeline_dag()[f"s{n - 1}"]
+    check(isinstance(last.executed, str) and Task(last.executed).artifacts["x"].get() == n,
+          "W3 cached chain gave a wrong value")
+    return {"wall": define + run, "define": define, "run": run}
+
+
+def w3_hit_process(home: Path, n: int) -> dict[str, float]:
+    """Run :func:`w3_hit` in a new process on the store in ``home``."""
+    out = scratch_dir() / "hit.json"
+    env = dict(os.environ, PIPEKIT_HOME=str(home))
+    subprocess.run([sys.executable, __file__, "w3-hit", "--steps", str(n), "--out", str(out)],
+                   check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def w3(args: argparse.Namespace) -> dict[str, Any]:
+    steps = args.steps
+    out: dict[str, Any] = {"steps": steps}
+    home, populate = w3_populate(steps)
+    if args.auto and populate > SLOW_CHAIN and steps > FALLBACK_STEPS:
+        out.update(fallback_from=steps, fallback_wall=populate, steps=FALLBACK_STEPS)
+        steps = FALLBACK_STEPS
+        home, populate = w3_populate(steps)
+    runs, floors, populates = [], [], [populate]
+    for rep in range(args.repeat):  # interleaved: the machine's load sees both alike
+        if rep:
+            home, populate = w3_populate(steps)
+            populates.append(populate)
+        runs.append(w3_hit_process(home, steps))
+        floors.append(sqlite_lookup_floor(steps))
+    floors += [sqlite_lookup_floor(steps) for _ in range(max(0, 5 - len(floors)))]
+    for key in runs[0]:
+        out[key] = statistics.median(r[key] for r in runs)
+    out["per_step"] = out["wall"] / steps
+    out["per_step_runs"] = [r["wall"] / steps for r in runs]
+    out["floor_per_step"] = statistics.median(floors)
+    out["ratio"] = out["per_step"] / out["floor_per_step"]
+    out["populate_per_step"] = statistics.median(populates) / steps
+    out["repeat"] = args.repeat
+    return out
+
+
 # -- W4: local mode, one subprocess per step --------------------------------------------------
 
 
@@ -285,7 +375,8 @@ def w5(args: argparse.Namespace) -> dict[str, Any]:
 
 
 WORKLOADS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "w1": w1, "w1-decorator": w1_decorator, "w1d": w1d, "w2": w2, "w4": w4, "w5": w5,
+    "w1": w1, "w1-decorator": w1_decorator, "w1d": w1d, "w2": w2, "w3": w3, "w4": w4,
+    "w5": w5, "w3-hit": w3_hit,  # w3-hit: W3's timed process, started by w3
 }
 
 
@@ -293,9 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--steps", type=int, default=1000, help="W1 chain length")
+    parser.add_argument("--steps", type=int, default=1000, help="W1/W3 chain length")
     parser.add_argument("--auto", action="store_true",
-                        help=f"W1: fall back to {FALLBACK_STEPS} steps when one run takes "
+                        help=f"W1/W3: fall back to {FALLBACK_STEPS} steps when one run takes "
                              f"more than {SLOW_CHAIN:g} s")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)

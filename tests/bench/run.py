@@ -7,12 +7,14 @@ T1  per-task persistence (create task + one parameter, upload a small artifact, 
 W1  chain of N `x -> x + 1` function steps, inline executor: PipelineController and
     PipelineDecorator.run_locally(executor="inline"); W1d the same in debug_pipeline().
 W2  fan-out 1 -> 50 x sleep(10 ms) -> 1, thread executor with 8 workers.
+W3  the W1 controller chain with every step cached, run again in a new process: per hit, vs
+    one indexed SQLite key lookup.
 W4  chain of 20 steps, one subprocess each.
 W5  a 100 MiB NumPy array handed from one step subprocess to the next.
 
 Each pipeline workload runs in its own process (tests/bench/pipelines.py) with a fresh
 PIPEKIT_HOME, and times its floor in that same process. Settings (environment):
-PIPEKIT_BENCH_STEPS (W1 chain length, default 1000; when unset, a chain run that takes more
+PIPEKIT_BENCH_STEPS (W1 and W3 chain length, default 1000; when unset, a chain run that takes more
 than 60 s falls back to 300 steps and the table says so), PIPEKIT_BENCH_REPEAT (repetitions
 per workload, medians reported; default 3), PIPEKIT_BENCH_TASKS (T1 task count, default 300),
 PIPEKIT_BENCH_ONLY (comma-separated workload ids, e.g. `w1,w2`; the table then holds those).
@@ -132,6 +134,24 @@ def chain_row(wid: str, api: str, result: dict[str, Any]) -> Row:
             verdict(result["ratio"], 4.0))
 
 
+def cache_row(result: dict[str, Any]) -> Row:
+    steps = result.get("steps", N_STEPS)
+    what = (f"cache hits: the W1 controller chain ({steps:,} steps, "
+            "`add_function_step(..., cache_executed_step=True)`, inline executor) run again "
+            "in a new process, every step `cached`")
+    if "error" in result:
+        return error_row("W3", what, result)
+    if "fallback_from" in result:
+        what += (f" (**N={steps:,}**: populating at N={result['fallback_from']:,} took "
+                 f"{result['fallback_wall']:.0f} s, over the 60 s limit)")
+    ours = (f"{fmt(result['per_step'])}/hit (define {fmt(result['define'] / steps)} + run "
+            f"{fmt(result['run'] / steps)})")
+    floor = (f"{fmt(result['floor_per_step'])}/lookup (`SELECT id ... WHERE key = ? AND "
+             f"status IN (...) LIMIT 1`, {steps:,} indexed keys, WAL)")
+    return ("W3", what, ours, floor, f"{result['ratio']:.0f}×", "≤ 10× per hit",
+            verdict(result["ratio"], 10.0))
+
+
 def wall_row(wid: str, what: str, floor_what: str, limit: float,
              result: dict[str, Any]) -> Row:
     if "error" in result:
@@ -179,9 +199,7 @@ def main() -> int:
             "`start_locally(..., executor=\"thread\", max_workers=8)`",
             "`ThreadPoolExecutor(8)` over the same 50 sleeps", 1.2, run_workload("w2")))
     if wanted("w3"):
-        rows.append(("W3", "cache hits: W1 again in a new process, every step cached",
-                     "not yet measurable (step caching is not built yet)", "", "",
-                     "≤ 10× per hit", "—"))
+        rows.append(cache_row(run_workload("w3", *chain_args)))
     if wanted("w4"):
         rows.append(wall_row(
             "W4", "local mode: chain of 20 function steps, each its own subprocess "
@@ -224,6 +242,13 @@ def main() -> int:
         "function (its components are added as it runs). Every step is a persisted task with "
         "its parameter and its return value as an artifact; the last value is checked. The "
         "floor is a plain `sqlite3` loop, one autocommit `INSERT` and one `UPDATE` per step.",
+        "- W3: each repetition populates a fresh store with one run of the W1 controller "
+        "chain, every step `cache_executed_step=True` (not timed), then a new process runs the "
+        "same chain again; its whole pipeline call (definition included, as for W1), divided "
+        "by N, is the per-hit cost. Every node must end `cached` and the last value is "
+        "checked. The floor is a plain `sqlite3` WAL database with a table of N tasks and an "
+        "index on their 64-hex-digit key, one `SELECT id FROM t WHERE key = ? AND status IN "
+        "(...) LIMIT 1` per step.",
         "- W2, W4, W5: wall time of the whole pipeline (definition included) against the "
         "floor's wall time; nothing is subtracted from either side. W5's floor runs two "
         "`python -c` processes (save, then load), as pipekit runs two step processes.",
@@ -232,13 +257,14 @@ def main() -> int:
         "functions live in that script's `__main__`, as a user's pipeline script's do.",
         "",
         "Reproduce: `make bench` from a fresh clone. Settings: `PIPEKIT_BENCH_STEPS` (W1 "
-        "chain length, default 1000; when unset, a chain run slower than 60 s falls back to "
+        "and W3 chain length, default 1000; when unset, a chain run slower than 60 s falls back to "
         "300 steps and the table says so), `PIPEKIT_BENCH_REPEAT` (runs per workload, default "
         "3), `PIPEKIT_BENCH_TASKS` (T1 task count, default 300), `PIPEKIT_BENCH_ONLY` "
         "(e.g. `w1,w5`). One workload by hand: `PIPEKIT_HOME=$(mktemp -d) "
         ".venv/bin/python tests/bench/pipelines.py w1 --out /tmp/w1.json`. Profile W1: "
         "`.venv/bin/python tests/bench/profile_w1.py` (counts transactions and statements "
-        "per step; with pyinstrument installed, also prints where the time goes).",
+        "per step; with pyinstrument installed, also prints where the time goes); "
+        "`profile_w1.py --workload w3` does the same for W3's cache hits.",
         "",
     ]
     out = ROOT / "docs" / "performance.md"
