@@ -210,6 +210,7 @@ class Runner:
         self._next_outside_check = 0.0
         #: function step -> (its pickle, its code), made once per node
         self._functions: dict[str, tuple[bytes, functions.FunctionCode]] = {}
+        self._made: dict[tuple[Any, ...], tuple[bytes, functions.FunctionCode]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -834,10 +835,22 @@ class Runner:
                 for key, value in source.items()}
 
     def _pickle(self, node: Node) -> None:
-        if node.function is not None and node.name not in self._functions:
+        if node.function is None or node.name in self._functions:
+            return
+        # Many nodes may share one function (a fan-out, a decorator called in a loop): its
+        # pickle and source are made once per run. The key holds the objects, not their ids,
+        # so an id cannot be reused while the entry lives.
+        key: tuple[Any, ...] | None = (node.function, *node.helper_functions)
+        try:
+            made = self._made.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable callable object: nothing to share
+            made = key = None
+        if made is None:
             data = functions.pack(node.function, node.name)
-            code = functions.code_of(node.function, node.helper_functions, data)
-            self._functions[node.name] = (data, code)
+            made = (data, functions.code_of(node.function, node.helper_functions, data))
+            if key is not None:
+                self._made[key] = made
+        self._functions[node.name] = made
 
     def _create_task(self, node: Node, resolved: dict[str, Any]) -> str:
         assert self.run_id is not None

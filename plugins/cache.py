@@ -23,7 +23,7 @@ def pipekit_cache_lookup(key: str, node: Any) -> str | None:
     task_id = store.find_cached(key)
     if task_id is None:
         return None
-    for artifact in store.list_artifacts(task_id):
-        if not store.blobs.exists(artifact.ref):
+    for digest in store.artifact_files(task_id):
+        if not store.blobs.path(digest).exists():
             return None
     return task_id

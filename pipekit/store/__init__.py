@@ -670,6 +670,11 @@ class Store:
         row = self._sql(sql.SELECT_CACHED, (key, False)).fetchone()
         return row[0] if row else None
 
+    def artifact_files(self, task_id: str) -> list[str]:
+        """Digests of the task's artifacts stored as files (not inline)."""
+        self._check()
+        return [row[0] for row in self._sql(sql.SELECT_ARTIFACT_FILES, (task_id,)).fetchall()]
+
     def cache_entries(self, *, project: str | None = None, name: str | None = None
                       ) -> list[dict[str, Any]]:
         """Tasks that can serve a cache hit (newest first): key, task, project, name, ended."""

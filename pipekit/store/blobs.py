@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -143,12 +142,6 @@ class BlobStore:
         finally:
             os.close(dir_fd)
         return final
-
-    def exists(self, ref: Any) -> bool:
-        """Whether the object behind ``ref`` (an ``ObjectRef``) is present: inline in its
-        row, or as a file (presence only; reads verify the digest).
-        """
-        return ref.inline is not None or self.path(ref.digest).exists()
 
     def put_bytes(self, data: bytes) -> Path:
         """Store ``data`` as a file (used to give an inline object a path on demand)."""

@@ -57,6 +57,9 @@ SELECT_PARAMETERS = ("SELECT section, name, value, type, description FROM parame
 SELECT_CACHED = ("SELECT id FROM task WHERE cache_key = ? AND status IN ('completed', "
                  "'published') AND archived = ? ORDER BY ended DESC, id LIMIT 1")
 
+#: the objects a task's artifacts keep as files (inline ones live in their rows)
+SELECT_ARTIFACT_FILES = "SELECT digest FROM artifact WHERE task_id = ? AND inline IS NULL"
+
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
 
