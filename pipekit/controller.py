@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import monitoring
 from . import params as P
 from .config import MODE_ENV
 from .dag import Dag
@@ -123,6 +124,7 @@ class PipelineController:
         :raises DefinitionError: a bad or duplicate name, no template, a malformed reference.
         """
         self._check_name(name)
+        monitoring.parse(name, monitor_metrics, monitor_artifacts, monitor_models)
         if base_task_factory is None:
             base_task_id = self._find_template(name, base_task_id, base_task_project,
                                                base_task_name)
@@ -452,8 +454,10 @@ def function_node(name: str, function: Callable[..., Any],
                   helper_functions: Sequence[Callable[..., Any]] | None = None) -> Node:
     """A function step's :class:`Node` (shared by the controller and the decorator).
 
-    :raises DefinitionError: the function cannot be pickled or a return name is invalid.
+    :raises DefinitionError: the function cannot be pickled, a return name is invalid, or a
+        monitor spec is malformed.
     """
+    monitoring.parse(name, monitor_metrics, monitor_artifacts, monitor_models)
     returns = [function_return] if isinstance(function_return, str) \
         else list(function_return or ())
     for ret in returns:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import lazy_object_proxy
 
+from . import monitoring
 from .config import MODE_ENV
 from .controller import PipelineController, default_max_workers, function_node
 from .errors import PipekitError, StepFailed
@@ -229,6 +230,8 @@ class PipelineDecorator:
                        continue_on_fail=continue_on_fail)
 
         def decorate(fn: Callable[..., Any]) -> _Component:
+            monitoring.parse(name or fn.__name__, monitor_metrics, monitor_artifacts,
+                             monitor_models)
             return _Component(fn, options)
 
         return decorate(_func) if _func is not None else decorate
