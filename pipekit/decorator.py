@@ -368,6 +368,6 @@ class PipelineDecorator:
 
     @classmethod
     def _chosen_mode(cls) -> str | None:
-        """``debug`` or ``local`` as chosen in code, else by ``pipekit run --mode``."""
-        return cls._mode or os.environ.get(MODE_ENV) or None
+        """``debug`` or ``local`` as chosen by ``pipekit run --mode``, else in code."""
+        return os.environ.get(MODE_ENV) or cls._mode or None
 

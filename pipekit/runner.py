@@ -230,7 +230,11 @@ class Runner:
         structure = None if self.dynamic else self._structure_hash()
         adopted = _adoptable(store)
         if adopted is not None:
-            self._apply_args(store.get_parameters(adopted.id))
+            try:
+                self._apply_args(store.get_parameters(adopted.id))
+            except PipekitError as exc:  # the worker ends the task: tell it why
+                store.update_task(adopted.id, status_reason=f"{type(exc).__name__}: {exc}")
+                raise
         params = [ParamInfo("Args", name, P.to_text(value),
                             spec.parameter_types.get(name) or P.type_name(value),
                             spec.parameter_descriptions.get(name, ""))
@@ -284,9 +288,9 @@ class Runner:
             if param.section != "Args":
                 continue
             if param.name not in self.spec.parameters:
-                log.warning("pipeline %r has no parameter %r; ignoring Args/%s=%r",
-                            self.spec.name, param.name, param.name, param.value)
-                continue
+                known = ", ".join(sorted(self.spec.parameters)) or "none"
+                raise DefinitionError(f"pipeline {self.spec.name!r} has no parameter "
+                                      f"{param.name!r} (its parameters: {known})")
             default = self.spec.parameters[param.name]
             self.spec.parameters[param.name] = (
                 P.cast(param.value, like=default, name=param.key)

@@ -32,8 +32,13 @@ MODES = ("debug", "local")
 
 def _require_run(store: Store, run_id: str) -> str:
     run_id = store.resolve_task_id(run_id)
-    if store.get_task(run_id).type != TaskType.controller.value:
+    info = store.get_task(run_id)
+    if info.type != TaskType.controller.value:
         raise PipekitError(f"task {run_id} is not a pipeline run")
+    if not _has_run(store, run_id):
+        why = f": {info.status_reason}" if info.status_reason else ""
+        raise PipekitError(f"task {run_id} ({info.status}{why}) never started its pipeline "
+                           f"(pipekit logs {run_id[:12]})")
     return run_id
 
 
@@ -160,9 +165,10 @@ def clone_run(run_id: str, params: Mapping[str, str] | None = None, *,
                {p.name for p in store.get_parameters(run_id).values() if p.section == "Args"}]
     if unknown:
         raise PipekitError(f"run {run_id} has no parameter {unknown[0]!r}")
+    args = _args(store, run_id, params) if params else []  # refused before anything is made
     clone = store.clone_task(run_id, name=source.name)
-    if params:
-        store.set_parameters(clone.id, _args(store, clone.id, params))
+    if args:
+        store.set_parameters(clone.id, args)
     return clone
 
 

@@ -48,7 +48,7 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None
 
     thread = threading.Thread(target=drive, name="pipekit-run", daemon=True)
     thread.start()
-    click.echo(f"run {task_id}", err=True)
+    click.echo(f"run {task_id}")  # stdout: stderr is for the outcome, in one line
     try:
         if echo:
             thread.join()
@@ -141,8 +141,10 @@ def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], li
 @click.argument("run_id", metavar="RUN")
 @json_option
 def runs_show(run_id: str, as_json: bool) -> None:
-    """Show a run: its parameters and every step's status, timing, cache hit, parameters
-    and outputs (pipelines nested in a step under it).
+    """Show a run's parameters and every step's status, timing and outputs.
+
+    Each step also shows its cache hit and parameters; pipelines nested in a step are
+    shown under it.
     """
     from ..runs import run_view
 
