@@ -16,6 +16,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -e '.[test]'
 	$(PIP) install -e tests/plugins/pipekit-example-serializer
+	$(PIP) install -e tests/plugins/pipekit-example-versioner
 	$(PIP) install --no-build-isolation --no-deps -e docs/examples/pipekit-example-executor
 	touch $@
 

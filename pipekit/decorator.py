@@ -34,6 +34,7 @@ from .logger import Logger
 from .nodes import NodeStatus, PipelineSpec
 from .runner import Runner, active_run
 from .task import Task, current_step, executing
+from .versioning import check_version
 
 __all__ = ["LazyResult", "PipelineDecorator"]
 
@@ -247,7 +248,11 @@ class PipelineDecorator:
                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Make a function a pipeline: calling it runs one pipeline run and returns the
         function's return value.
+
+        :raises DefinitionError: ``version`` is not ``MAJOR.MINOR.PATCH``.
         """
+        if version is not None:
+            check_version(version)
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(fn)
@@ -274,7 +279,8 @@ class PipelineDecorator:
     def _execute(cls, fn: Callable[..., Any], spec: PipelineSpec,
                  bound: inspect.BoundArguments) -> Any:
         outer = cls._current_run()
-        if outer is not None:
+        if outer is not None and current_step() is None:
+            # (a step running in this thread -- debug mode -- may nest a pipeline)
             raise PipekitError(f"pipeline {spec.name!r} called by the logic of pipeline "
                                f"{outer.spec.name!r}: call it from a component to nest it")
         mode = cls._chosen_mode()
@@ -303,6 +309,7 @@ class PipelineDecorator:
             loop = threading.Thread(target=drive, daemon=True,
                                     name=f"pipekit-run-{runner.run_id}")
             loop.start()
+        saved = getattr(cls._local, "run", None), getattr(cls._local, "calls", {})
         cls._local.run, cls._local.calls = runner, {}
         try:
             with executing(runner.run_id, controller=True):
@@ -314,7 +321,7 @@ class PipelineDecorator:
             runner.abort(f"pipeline function raised {type(exc).__name__}: {exc}")
             raise
         finally:
-            cls._local.run = None
+            cls._local.run, cls._local.calls = saved  # a nested run gives the outer one back
             runner.close()
             if loop is not None:
                 loop.join()

@@ -228,7 +228,18 @@ class Runner:
         store = get_store()
         # A dynamic run's structure is known only once its pipeline function has returned.
         structure = None if self.dynamic else self._structure_hash()
-        adopted = _adoptable(store)
+        # Before anything is written: a version that cannot be chosen leaves nothing behind.
+        if structure is not None:
+            version = choose_version(store, project=spec.project, name=spec.name,
+                                     requested=spec.version, auto_bump=spec.auto_version_bump,
+                                     structure_hash=structure)
+        else:  # provisional: settled by _finish once the structure is known
+            latest = store.latest_pipeline_version(spec.project, spec.name)
+            version = spec.version or (latest[0] if latest else FIRST_VERSION)
+        caller = current_step()
+        # A pipeline started inside a step is nested in it and never takes over the task this
+        # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
+        adopted = _adoptable(store) if caller is None else None
         if adopted is not None:
             try:
                 self._apply_args(store.get_parameters(adopted.id))
@@ -241,7 +252,6 @@ class Runner:
                   for name, value in spec.parameters.items()]
         configurations = {name: config_text(value)
                           for name, value in spec.configurations.items()}
-        caller = current_step()
         if adopted is not None:
             info = self._take_over(store, adopted, params, configurations)
         else:
@@ -259,13 +269,6 @@ class Runner:
             # The controller's console is its task's log (a worker running the controller as
             # a task, a step running a nested pipeline, or a Task.init() task capture it).
             self._capture = StreamCapture(store.log_path(info.id))
-        if structure is not None:
-            version = choose_version(store, project=spec.project, name=spec.name,
-                                     requested=spec.version, auto_bump=spec.auto_version_bump,
-                                     structure_hash=structure)
-        else:  # provisional: settled by _finish once the structure is known
-            latest = store.latest_pipeline_version(spec.project, spec.name)
-            version = spec.version or (latest[0] if latest else FIRST_VERSION)
         store.create_run(info.id, dag=self.dag.to_dict(), version=version,
                          structure_hash=structure,
                          pipeline=(spec.project, spec.name) if structure else None)
