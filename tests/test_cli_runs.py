@@ -583,3 +583,19 @@ def test_export_mermaid_dot_and_html(tmp_path: Path) -> None:
     assert page.lstrip().lower().startswith("<!doctype html>") and "</html>" in page
     assert all(s in page for s in steps) and "three-steps" in page
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no .partial
+
+
+def test_rerun_from_python_with_task_clone(marks: Path) -> None:
+    from pipekit import Task
+    from pipekit.runs import execute
+
+    invoke("run", THREE, "--param", "n=3")
+    origin = only_run()["id"]
+    draft = Task.clone(source_task=origin)
+    draft.set_parameters({"Args/n": 4})
+    done = execute(draft.id)
+    assert done.status == "completed"
+    view = show(draft.id)
+    assert view["origin"] == origin and view["parent"] is None
+    assert view["parameters"]["n"] == "4"
+    assert set(statuses(view).values()) <= {"completed", "cached"}
