@@ -201,7 +201,10 @@ class Runner:
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._ready: deque[str] = deque()
-        self._waiting: dict[str, int] = {}  # pending node -> parents not yet successful
+        #: pending node -> the parents it still waits for. A set, not a count: a node added to
+        #: a dynamic run while a parent is between its status change and releasing its
+        #: children must not be released twice.
+        self._waiting: dict[str, set[str]] = {}
         self._running: dict[str, tuple[Any, float]] = {}  # node -> (handle, monotonic start)
         self._closed = not dynamic
         self._stop_reason: str | None = None
@@ -476,7 +479,7 @@ class Runner:
         if bad:
             self._skip(node, f"parent {bad[0]!r} {self.nodes[bad[0]].status}")
             return
-        missing = sum(1 for p in parents if not NodeStatus(self.nodes[p].status).is_success)
+        missing = {p for p in parents if not NodeStatus(self.nodes[p].status).is_success}
         if missing:
             self._waiting[node.name] = missing
         else:
@@ -620,11 +623,10 @@ class Runner:
                 left = self._waiting.get(child)
                 if left is None:
                     continue
-                if left <= 1:
+                left.discard(node.name)
+                if not left:
                     del self._waiting[child]
                     self._ready.append(child)
-                else:
-                    self._waiting[child] = left - 1
 
     def _retry(self, node: Node, task_id: str | None) -> bool:
         policy = node.retry_on_failure if node.retry_on_failure is not None \

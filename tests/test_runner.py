@@ -7,15 +7,19 @@ Every run is checked against the cascade invariant (RELIABILITY 12) when it ends
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import pytest
 from pipeline_helpers import assert_cascade, node_statuses, run_locally, step_tasks
 
+import pipekit
 from pipekit import PipelineController, PipelineDecorator, Task
 from pipekit.decorator import LazyResult
 from pipekit.errors import (
@@ -517,3 +521,66 @@ def test_using_a_failed_components_value_raises_step_failed(mode):
     assert statuses["dec_fail"] == "failed"
     assert get_store().get_task(step_tasks(run.id)["dec_fail"].id).status == "failed"
     assert_cascade(run.id)
+
+
+# -- a node added while a parent is releasing its children ----------------------------------
+
+RACE_GATE = Path(tempfile.gettempdir()) / f"pipekit-race-gate-{os.getpid()}"
+
+
+@PipelineDecorator.component(return_values=["v"])
+def race_fast() -> int:
+    return 1
+
+
+@PipelineDecorator.component(return_values=["v"])
+def race_slow() -> int:
+    # released as soon as the joiner runs (which it must not do before this returns)
+    deadline = time.monotonic() + 1.5
+    while not RACE_GATE.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return 2
+
+
+@PipelineDecorator.component(return_values=["v"])
+def race_join(a: int, b: int) -> int:
+    RACE_GATE.touch()
+    return a + b
+
+
+@PipelineDecorator.pipeline(name="release-race", project="runner-tests")
+def release_race() -> int:
+    fast, slow = race_fast(), race_slow()
+    dag = PipelineDecorator.get_current_pipeline().get_pipeline_dag()
+    deadline = time.monotonic() + 10
+    while dag["race_fast"].status != "completed":  # completed, its hooks still running
+        assert time.monotonic() < deadline, "race_fast never completed"
+        time.sleep(0.001)
+    return race_join(fast, slow)
+
+
+def test_a_node_added_while_its_parent_finishes_waits_for_its_other_parents() -> None:
+    """The decorator adds ``race_join`` while ``race_fast`` is completed but still running its
+    completion hooks: ``race_join`` must still wait for ``race_slow`` (it was once released
+    twice by ``race_fast``, and launched with a parent still running).
+    """
+    from pipekit.plugin_manager import get_plugin_manager
+
+    class HoldFast:
+        @pipekit.hookimpl
+        def pipekit_step_completed(self, node: Any, run: Any) -> None:
+            if node.name != "race_fast":
+                return
+            deadline = time.monotonic() + 10
+            while "race_join" not in run.pipeline._runner.nodes:
+                assert time.monotonic() < deadline, "race_join was never added"
+                time.sleep(0.001)
+
+    RACE_GATE.unlink(missing_ok=True)
+    get_plugin_manager().register(HoldFast(), name="hold-fast")
+    PipelineDecorator.run_locally(executor="thread")
+    try:
+        assert release_race() == 3
+    finally:
+        RACE_GATE.unlink(missing_ok=True)
+    assert set(node_statuses(the_run().id).values()) == {"completed"}
