@@ -115,8 +115,9 @@ def main() -> int:
     print(f"""
 Look at it with the CLI:
   export PIPEKIT_HOME={os.environ.get('PIPEKIT_HOME', settings.home)}
-  {pipekit} tasks ls --project examples
-  {pipekit} tasks show {pipe.id[:12]}
+  {pipekit} runs show {pipe.id[:12]}
+  {pipekit} export {pipe.id[:12]} --format html -o demo.html
+  {pipekit} rerun {pipe.id[:12]} --param n=200
   {pipekit} logs {best.executed[:12]}""")
     return 0
 
