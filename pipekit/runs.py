@@ -184,5 +184,9 @@ def execute(task_id: str, *, mode: str | None = None, no_cache: bool = False,
 
     if mode is not None and mode not in MODES:
         raise PipekitError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    env = {MODE_ENV: mode or "", NO_CACHE_ENV: "1" if no_cache else ""}
+    env = {}  # (what the caller's environment already says, e.g. PIPEKIT_NO_CACHE=1, stays)
+    if mode:
+        env[MODE_ENV] = mode
+    if no_cache:
+        env[NO_CACHE_ENV] = "1"
     return run_task(task_id, echo=echo, on_start=on_start, env=env)
