@@ -122,6 +122,21 @@ def _literal(text: str) -> Any:
             return text
 
 
+def as_params(values: Mapping[str, Any], existing: Mapping[str, ParamInfo]
+              ) -> list[ParamInfo]:
+    """``{"Section/key": value}`` as parameters, each keeping the type and description of
+    the one it replaces in ``existing`` (a new key gets its value's type).
+    """
+    out = []
+    for key, value in values.items():
+        section, name = split_name(key)
+        old = existing.get(f"{section}/{name}")
+        out.append(ParamInfo(section, name, to_text(value),
+                             old.type if old is not None else type_name(value),
+                             old.description if old is not None else ""))
+    return out
+
+
 def cast_param(param: ParamInfo) -> Any:
     """A stored parameter as a value of the type it was connected with."""
     return cast(param.value, stored_type=param.type, name=param.key)

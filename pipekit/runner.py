@@ -889,16 +889,8 @@ class Runner:
             assert node.base_task_id is not None
             task_id = node.base_task_id
             store.update_task(task_id, parent=self.run_id, cache_key=node.cache_key)
-        existing = store.get_parameters(task_id)
-        rows = []
-        for key, value in resolved.items():
-            section, name = P.split_name(key)
-            old = existing.get(f"{section}/{name}")
-            rows.append(ParamInfo(section, name, P.to_text(value),
-                                  old.type if old is not None else P.type_name(value),
-                                  old.description if old is not None else ""))
-        if rows:
-            store.set_parameters(task_id, rows)
+        if resolved:
+            store.set_parameters(task_id, P.as_params(resolved, store.get_parameters(task_id)))
         for name, value in resolve(node.configurations, self._lookup).items():
             text, kind = config_text(value)
             store.set_configuration(task_id, name, text, kind)

@@ -115,15 +115,7 @@ def _args(store: Store, task_id: str, overrides: Mapping[str, str]) -> list[Para
         if not key.startswith("Args/"):
             raise PipekitError(f"--param {key!r}: a pipeline's parameters are in section Args")
     existing = store.get_parameters(task_id)
-    typed = P.typed_overrides(existing, named)
-    out = []
-    for key, value in typed.items():
-        section, name = P.split_name(key)
-        old = existing.get(f"{section}/{name}")
-        out.append(ParamInfo(section, name, P.to_text(value),
-                             old.type if old is not None else P.type_name(value),
-                             old.description if old is not None else ""))
-    return out
+    return P.as_params(P.typed_overrides(existing, named), existing)
 
 
 def launch_script(script: str, args: list[str] | None = None,

@@ -40,6 +40,19 @@ def pipekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     plugin_manager.set_plugin_manager(None)
 
 
+@pytest.fixture(autouse=True)
+def decorator_state():
+    """``PipelineDecorator`` keeps its mode in class state: restore it after each test."""
+    from pipekit import PipelineDecorator
+
+    saved = (PipelineDecorator._mode, PipelineDecorator._executor,
+             PipelineDecorator._max_workers, PipelineDecorator._default_queue)
+    yield
+    (PipelineDecorator._mode, PipelineDecorator._executor,
+     PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
+    PipelineDecorator._local.__dict__.clear()
+
+
 _OPEN = "('created', 'queued', 'in_progress')"
 _FINAL = "('completed', 'failed', 'stopped', 'published')"
 

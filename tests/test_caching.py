@@ -446,15 +446,11 @@ def decorated(x: int = 1) -> int:
 def test_decorator_components_with_cache_are_reused() -> None:
     CALLS.clear()
     PipelineDecorator.run_locally(executor="thread")
-    try:
-        assert decorated(x=1) == 6
-        assert decorated(x=1) == 6
-        assert sorted(CALLS) == ["doubled", "doubled", "summed"]
-        assert decorated(x=2) == 10  # doubled(2) and doubled(3): one of them is cached
-        assert sorted(CALLS) == ["doubled", "doubled", "doubled", "summed", "summed"]
-    finally:
-        PipelineDecorator._mode = None
-        PipelineDecorator._executor = "subprocess"
+    assert decorated(x=1) == 6
+    assert decorated(x=1) == 6
+    assert sorted(CALLS) == ["doubled", "doubled", "summed"]
+    assert decorated(x=2) == 10  # doubled(2) and doubled(3): one of them is cached
+    assert sorted(CALLS) == ["doubled", "doubled", "doubled", "summed", "summed"]
     runs = get_store().list_runs(name="decorated-cache")
     assert [set(node_statuses(r["id"]).values()) for r in runs][1] == {"cached"}
 

@@ -314,15 +314,6 @@ def test_a_retried_step_continues_the_same_series(tmp_path: Path):
     assert_cascade(run_id, pipe)
 
 
-@pytest.fixture
-def decorator_state():
-    saved = (PipelineDecorator._mode, PipelineDecorator._executor,
-             PipelineDecorator._max_workers, PipelineDecorator._default_queue)
-    yield
-    (PipelineDecorator._mode, PipelineDecorator._executor,
-     PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
-    PipelineDecorator._local.__dict__.clear()
-
 
 def test_decorated_components_are_monitored(decorator_state):
     PipelineDecorator.run_locally(executor="thread")

@@ -35,16 +35,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 PROJECT = "nesting-tests"
 
 
-@pytest.fixture(autouse=True)
-def decorator_state():
-    """``PipelineDecorator`` keeps its mode in class state: restore it after each test."""
-    saved = (PipelineDecorator._mode, PipelineDecorator._executor,
-             PipelineDecorator._max_workers, PipelineDecorator._default_queue)
-    yield
-    (PipelineDecorator._mode, PipelineDecorator._executor,
-     PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
-    PipelineDecorator._local.__dict__.clear()
-
 
 @pytest.fixture(autouse=True)
 def builtin_plugins_in_children(monkeypatch: pytest.MonkeyPatch) -> None:

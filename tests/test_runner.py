@@ -430,16 +430,6 @@ def failing_pipeline():
     return int(bad) + int(fine)
 
 
-@pytest.fixture(autouse=True)
-def decorator_state():
-    """``PipelineDecorator`` keeps its mode in class state: restore it after each test."""
-    saved = (PipelineDecorator._mode, PipelineDecorator._executor,
-             PipelineDecorator._max_workers, PipelineDecorator._default_queue)
-    yield
-    (PipelineDecorator._mode, PipelineDecorator._executor,
-     PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
-    PipelineDecorator._local.__dict__.clear()
-
 
 def the_run() -> Any:
     runs = get_store().find_tasks(type=["controller"])

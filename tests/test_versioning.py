@@ -70,16 +70,6 @@ def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return load_module
 
 
-@pytest.fixture(autouse=True)
-def decorator_state():
-    """``PipelineDecorator`` keeps its mode in class state: restore it after each test."""
-    saved = (PipelineDecorator._mode, PipelineDecorator._executor,
-             PipelineDecorator._max_workers, PipelineDecorator._default_queue)
-    yield
-    (PipelineDecorator._mode, PipelineDecorator._executor,
-     PipelineDecorator._max_workers, PipelineDecorator._default_queue) = saved
-    PipelineDecorator._local.__dict__.clear()
-
 
 # -- PipelineController -----------------------------------------------------------------------
 
