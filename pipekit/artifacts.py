@@ -21,6 +21,7 @@ from typing import IO, Any, ClassVar
 from .errors import SerializationError
 from .hashing import digest_file
 from .models import NAME_RE, ObjectRef
+from .plugin_manager import Registration, Registry
 from .store import Store
 from .store.blobs import verify_inline
 
@@ -64,38 +65,29 @@ class Serializer:
         return dest
 
 
-_registry_lock = threading.Lock()
-_registry: list[Serializer] | None = None
+def _ordered(found: list[Registration]) -> list[Serializer]:
+    ordered = sorted(enumerate(r.value for r in found), key=lambda item: (-item[1].priority,
+                                                                          item[0]))
+    return [s for _, s in ordered]
 
 
-def reset_registry() -> None:
-    global _registry
-    with _registry_lock:
-        _registry = None
+def _accept(serializer: Serializer) -> tuple[str, Serializer]:
+    if not isinstance(serializer, Serializer) or not serializer.name:
+        raise TypeError(f"{serializer!r}, which is not a named pipekit.artifacts.Serializer")
+    return serializer.name, serializer
+
+
+_registry = Registry("pipekit_serializers", "serializer", _accept, _ordered)
 
 
 def serializers() -> list[Serializer]:
     """Registered serializers, in the order they are tried."""
-    global _registry
-    if _registry is None:
-        with _registry_lock:
-            if _registry is None:
-                _registry = _build_registry()
-    return _registry
+    return _registry.get()  # type: ignore[no-any-return]
 
 
-def _build_registry() -> list[Serializer]:
-    from .plugin_manager import collect
-
-    def accept(serializer: Serializer) -> tuple[str, Serializer]:
-        if not isinstance(serializer, Serializer) or not serializer.name:
-            raise TypeError(f"{serializer!r}, which is not a named "
-                            "pipekit.artifacts.Serializer")
-        return serializer.name, serializer
-
-    found = [r.value for r in collect("pipekit_serializers", "serializer", accept)]
-    ordered = sorted(enumerate(found), key=lambda item: (-item[1].priority, item[0]))
-    return [s for _, s in ordered]
+def reset_registry() -> None:
+    """Ask the plugins again next time (registering a plugin does this by itself)."""
+    _registry.reset()
 
 
 def serializer_named(name: str) -> Serializer:

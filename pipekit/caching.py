@@ -22,17 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import PipekitError
+from .errors import CacheKeyError
 from .hashing import canonical_json, digest_bytes
 
 __all__ = ["CacheKeyError", "cache_key", "hook_parts"]
 
 #: bumped when the key's layout changes, so old keys can never match new ones
 KEY_FORMAT = "pipekit-cache/1"
-
-
-class CacheKeyError(PipekitError):
-    """A step's inputs cannot be put in canonical form; the step runs uncached."""
 
 
 def cache_key(*, code: str, entry_point: str, parameters: Mapping[str, Any],

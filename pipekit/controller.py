@@ -19,44 +19,35 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import monitoring
+from . import context, monitoring
 from . import params as P
 from .config import MODE_ENV
 from .dag import Dag
+from .definition import (
+    check_retry,
+    check_task_overrides,
+    default_max_workers,
+    function_node,
+    refuse_queues,
+)
 from .errors import (
     BadReference,
     DefinitionError,
     DuplicateStepError,
     PipekitError,
-    SerializationError,
     TaskNotFound,
 )
-from .functions import pack
+from .executor import DEBUG_EXECUTOR
 from .logger import Logger
 from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
 from .references import find
-from .runner import TASK_OVERRIDE_KEYS, Runner, active_run, config_text
+from .runner import Runner
 from .store import get_store
 from .task import Task
 from .versioning import check_version
 
 __all__ = ["PipelineController"]
-
-MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
-
-
-def default_max_workers() -> int | None:
-    raw = os.environ.get(MAX_WORKERS_ENV)
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-        if value < 1:
-            raise ValueError
-    except ValueError:
-        raise PipekitError(f"{MAX_WORKERS_ENV}={raw!r} is not a positive integer") from None
-    return value
 
 
 class PipelineController:
@@ -71,7 +62,7 @@ class PipelineController:
                  default_execution_queue: str | None = None, **_clearml_only: Any) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"pipeline name must be a non-empty string, not {name!r}")
-        _check_retry(retry_on_failure, "pipeline")
+        check_retry(retry_on_failure, "pipeline")
         if version is not None:
             check_version(version)
         self._spec = PipelineSpec(
@@ -135,11 +126,7 @@ class PipelineController:
                                           f"(created) task, but {base_task_id} is {status}",
                                           step=name)
         overrides = dict(task_overrides or {})
-        for key in overrides:
-            if key not in TASK_OVERRIDE_KEYS and not key.startswith("script."):
-                raise DefinitionError(f"step {name!r}: task_overrides key {key!r} is not "
-                                      "supported (use name, comment, tags or script.<field>)",
-                                      step=name)
+        check_task_overrides(name, overrides)
         parameters = dict(parameter_override or {})
         for key in parameters:
             P.split_name(key)
@@ -211,7 +198,7 @@ class PipelineController:
             find([node.parameters, node.configurations, node.task_overrides])
         except BadReference as exc:
             raise BadReference(exc.value, exc.reason, step=node.name) from None
-        _check_retry(node.retry_on_failure, f"step {node.name!r}")
+        check_retry(node.retry_on_failure, f"step {node.name!r}")
         self._spec.nodes[node.name] = node
 
     def _find_template(self, step: str, task_id: str | None, project: str | None,
@@ -237,7 +224,7 @@ class PipelineController:
         name = name or "General"
         self._spec.configurations[name] = configuration
         if self._runner is not None and self._runner.run_id is not None:
-            text, kind = config_text(configuration)  # the run exists: write it now
+            text, kind = P.config_text(configuration)  # the run exists: write it now
             get_store().set_configuration(self._runner.run_id, name, text, kind)
         return configuration
 
@@ -289,17 +276,14 @@ class PipelineController:
                                "new PipelineController to run it again")
         mode = os.environ.get(MODE_ENV)  # `pipekit run --mode` overrides the script's choice
         if mode == "debug":
-            remote, executor = False, "inline"
+            remote, executor = False, DEBUG_EXECUTOR
         elif mode == "local":
             remote = False
         if remote:
             queued = sorted({n.queue or self._spec.default_queue or "" for n in
                              self._spec.nodes.values()} - {""})
-            if queued:
-                raise PipekitError(
-                    f"steps are assigned to queue {queued[0]!r}, and running steps on queues "
-                    "needs `pipekit agent`, which this version of pipekit does not have yet: "
-                    "use start_locally(run_pipeline_steps_locally=True)")
+            refuse_queues(queued[0] if queued else None, "steps are",
+                          "use start_locally(run_pipeline_steps_locally=True)")
         runner = Runner(self._spec, pipeline=self, executor=executor or "subprocess",
                         max_workers=max_workers or default_max_workers(),
                         step_task_created_callback=created,
@@ -398,7 +382,7 @@ class PipelineController:
                 parent = get_store().get_task(info.parent)
                 if parent.type == TaskType.controller.value:
                     return Task(parent.id)
-        running = active_run()
+        running = context.active_run()
         if running is not None and running.run_id is not None:
             return Task(running.run_id)
         raise PipekitError("no pipeline is running here: PipelineController.upload_artifact, "
@@ -428,57 +412,3 @@ class PipelineController:
     def get_logger(cls) -> Logger:
         """The controller task's logger (scalars and text shown on the run)."""
         return cls._controller_task().get_logger()
-
-
-def _check_retry(value: Any, what: str) -> None:
-    if value is None or callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DefinitionError(f"{what}: retry_on_failure must be a non-negative int or a "
-                              f"callable(pipeline, node, retries), not {value!r}")
-
-
-def function_node(name: str, function: Callable[..., Any],
-                  function_kwargs: Mapping[str, Any] | None,
-                  function_return: Sequence[str] | None, *, project_name: str | None = None,
-                  task_name: str | None = None, task_type: str | None = None,
-                  parents: Sequence[str] | None = None, queue: str | None = None,
-                  monitor_metrics: Sequence[Any] | None = None,
-                  monitor_artifacts: Sequence[Any] | None = None,
-                  monitor_models: Sequence[Any] | None = None, time_limit: float | None = None,
-                  continue_on_fail: bool = False,
-                  pre_execute_callback: Callable[..., Any] | None = None,
-                  post_execute_callback: Callable[..., Any] | None = None, cache: bool = False,
-                  retry_on_failure: int | Callable[..., bool] | None = None,
-                  status_change_callback: Callable[..., Any] | None = None,
-                  helper_functions: Sequence[Callable[..., Any]] | None = None) -> Node:
-    """A function step's :class:`Node` (shared by the controller and the decorator).
-
-    :raises DefinitionError: the function cannot be pickled, a return name is invalid, or a
-        monitor spec is malformed.
-    """
-    monitoring.parse(name, monitor_metrics, monitor_artifacts, monitor_models)
-    returns = [function_return] if isinstance(function_return, str) \
-        else list(function_return or ())
-    for ret in returns:
-        if not isinstance(ret, str) or not NAME_RE.fullmatch(ret) or "." in ret:
-            raise DefinitionError(f"step {name!r}: invalid function_return name {ret!r} "
-                                  "(letters, digits, '_' and '-')", step=name)
-    try:
-        pack(function, name)
-    except SerializationError as exc:
-        raise DefinitionError(str(exc), step=name) from exc
-    if task_type is not None:
-        task_type = str(TaskType(task_type))
-    return Node(name=name, queue=queue, parents=list(parents or ()), timeout=time_limit,
-                parameters={f"kwargs/{k}": v for k, v in (function_kwargs or {}).items()},
-                job_type=task_type, job_code_section=getattr(function, "__name__", None),
-                continue_on_fail=continue_on_fail, cache_executed_step=cache,
-                return_artifacts=returns, monitor_metrics=list(monitor_metrics or ()),
-                monitor_artifacts=list(monitor_artifacts or ()),
-                monitor_models=list(monitor_models or ()), retry_on_failure=retry_on_failure,
-                pre_execute_callback=pre_execute_callback,
-                post_execute_callback=post_execute_callback,
-                status_change_callback=status_change_callback, function=function,
-                helper_functions=list(helper_functions or ()), project_name=project_name,
-                task_name=task_name)

@@ -26,13 +26,16 @@ from typing import Any, ClassVar
 
 import lazy_object_proxy
 
-from . import monitoring
+from . import context, functions, monitoring
 from .config import MODE_ENV
-from .controller import PipelineController, default_max_workers, function_node
+from .controller import PipelineController
+from .definition import default_max_workers, function_node, refuse_queues
 from .errors import PipekitError, StepFailed
+from .executor import DEBUG_EXECUTOR
 from .logger import Logger
 from .nodes import NodeStatus, PipelineSpec
-from .runner import Runner, active_run
+from .runner import Runner
+from .store import get_store
 from .task import Task, current_step, executing
 from .versioning import check_version
 
@@ -56,7 +59,7 @@ class _Fetch:
     def __call__(self) -> Any:
         node = self.runner.nodes[self.step]
         if not NodeStatus(node.status).is_final:
-            if self.runner.executor_name == "inline" and active_run() is self.runner:
+            if self.runner.runs_in_caller and context.active_run() is self.runner:
                 self.runner.run_until(lambda: NodeStatus(node.status).is_final)
             else:
                 self.runner.wait_for(self.step)
@@ -132,11 +135,9 @@ class _Component:
             if count:
                 name = f"{name}_{count}"
         o = self.options
-        if o.get("execution_queue") and PipelineDecorator._chosen_mode() is None:
-            raise PipekitError(
-                f"component {self.name!r} is assigned to queue {o['execution_queue']!r}, and "
-                "running steps on queues needs `pipekit agent`, which this version of pipekit "
-                "does not have yet: call PipelineDecorator.run_locally() or debug_pipeline()")
+        if PipelineDecorator._chosen_mode() is None:
+            refuse_queues(o.get("execution_queue"), f"component {self.name!r} is",
+                          "call PipelineDecorator.run_locally() or debug_pipeline()")
         node = function_node(
             name, self.fn, values, self.return_values, task_type=o.get("task_type"),
             parents=parents, queue=o.get("execution_queue"),
@@ -151,7 +152,7 @@ class _Component:
             helper_functions=o.get("helper_functions"))
         node.parameters = {f"kwargs/{k}": v for k, v in values.items()}
         runner.add(node)
-        if runner.executor_name == "inline":  # debug: run it now, right here
+        if runner.runs_in_caller:  # debug: run it now, right here
             runner.run_until(lambda: NodeStatus(node.status).is_final)
         results = [LazyResult(_Fetch(runner, name, out)) for out in self.return_values]
         if not results:
@@ -160,17 +161,17 @@ class _Component:
 
     def _run_nested(self, parent: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run as a child task of the step that called us, here and now."""
-        from . import functions
-        from .store import get_store
-
         store = get_store()
         arguments = {k: _force_nested(v) for k, v in self._arguments(args, kwargs).items()}
         data = functions.pack(self.fn, self.name)
         code = functions.code_of(self.fn, self.options.get("helper_functions") or (), data)
+        # objects among the arguments are stored on the calling step, as the runner stores
+        # a run's on its controller
+        stored = functions.store_objects(arguments, name=self.name, owner=parent.id)
         info = functions.create_task(
-            store, self.fn, data, code, arguments, self.return_values,
+            store, self.fn, data, code, stored, self.return_values,
             project=parent.project, name=self.name, type=self.options.get("task_type"),
-            parent=parent.id, inputs_on=parent.id)
+            parent=parent.id)
         child = Task(info.id)
         done = functions.call(info.id)
         if done.status != "completed":
@@ -284,12 +285,10 @@ class PipelineDecorator:
             raise PipekitError(f"pipeline {spec.name!r} called by the logic of pipeline "
                                f"{outer.spec.name!r}: call it from a component to nest it")
         mode = cls._chosen_mode()
-        executor = "inline" if mode == "debug" else cls._executor
-        if mode is None and spec.default_queue:
-            raise PipekitError(
-                f"steps are assigned to queue {spec.default_queue!r}, and running steps on "
-                "queues needs `pipekit agent`, which this version of pipekit does not have "
-                "yet: call PipelineDecorator.run_locally() or debug_pipeline()")
+        executor = DEBUG_EXECUTOR if mode == "debug" else cls._executor
+        if mode is None:
+            refuse_queues(spec.default_queue, "steps are",
+                          "call PipelineDecorator.run_locally() or debug_pipeline()")
         view = PipelineController._attach(spec)
         runner = Runner(spec, pipeline=view, executor=executor, dynamic=True,
                         max_workers=cls._max_workers or default_max_workers())
@@ -299,7 +298,7 @@ class PipelineDecorator:
             bound.arguments[arg] = spec.parameters[arg]
         loop: threading.Thread | None = None
         errors: list[BaseException] = []
-        if executor != "inline":
+        if not runner.runs_in_caller:
             def drive() -> None:
                 try:
                     runner.run()
@@ -366,7 +365,7 @@ class PipelineDecorator:
         """The running pipeline, as ClearML returns it: a controller (``.id``, ``add_tags``,
         ``connect_configuration``, ``get_parameters`` ...), or ``None`` outside a pipeline.
         """
-        run = cls._current_run() or active_run()
+        run = cls._current_run() or context.active_run()
         return run.pipeline if run is not None else None
 
     @classmethod

@@ -73,6 +73,17 @@ class ModelNotFound(NotFound):
         super().__init__(f"unknown model {model_id!r}")
 
 
+class StorageError(PipekitError):
+    """A URL could not be read, written or listed (:class:`pipekit.StorageManager`).
+
+    ``.url`` is the URL at fault, ``.reason`` what went wrong, ``.action`` what was tried.
+    """
+
+    def __init__(self, url: str, reason: str, action: str = "fetch") -> None:
+        self.url, self.reason, self.action = url, reason, action
+        super().__init__(f"cannot {action} {url!r}: {reason}")
+
+
 # -- tasks ------------------------------------------------------------------------------------
 
 
@@ -144,6 +155,10 @@ class SerializationError(PipekitError):
 
 
 # -- plugins ------------------------------------------------------------------------------------
+
+
+class CacheKeyError(PipekitError):
+    """A step's inputs cannot be put in canonical form; the step runs uncached."""
 
 
 class PluginError(PipekitError):

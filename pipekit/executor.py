@@ -3,39 +3,36 @@
 An executor only runs tasks; the single scheduling loop (``runner.py``) decides what runs
 when. Executors are plugins: ``pipekit_executors(register)`` registers ``(name, factory)``,
 and :func:`make_executor` builds one by name. A job is "execute task X", so every executor
-runs every kind of task the worker knows (:mod:`pipekit.worker`).
+runs every kind of task the worker knows (:mod:`pipekit.worker`, whose ``run_job`` and
+``run_job_in_child`` are the helpers an executor runs a job with).
+
+What an executor can do is said by class attributes the runner reads through
+:func:`capabilities`, never by its name:
+
+* ``runs_in_caller`` — ``submit`` runs the job to its end in the calling thread (debug mode:
+  one step at a time, breakpoints work, a decorated pipeline's components run as called);
+* ``kills_trees`` — ``cancel`` kills every process a job started (else a function step
+  running in one of the executor's threads can only be abandoned).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from .errors import PluginError
-from .models import Status
+from .finish import finish_task
+from .models import Job, Outcome, Status
+from .plugin_manager import Registry
 from .store import get_store
 
+__all__ = ["DEBUG_EXECUTOR", "Capabilities", "Executor", "Job", "Outcome", "capabilities",
+           "executor_names", "is_function_job", "make_executor", "outcome_of", "settle", "stop",
+           "worker_of"]
 
-@attrs.frozen
-class Job:
-    """Execute task ``task_id`` (the task of step ``step``, if any)."""
-
-    task_id: str
-    step: str = ""
-
-
-@attrs.frozen
-class Outcome:
-    """How a job ended: the task's final status and why."""
-
-    status: str
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (Status.completed.value, Status.published.value)
+#: the executor debug mode uses (every step synchronous, in the caller's thread)
+DEBUG_EXECUTOR = "inline"
 
 
 @runtime_checkable
@@ -55,36 +52,43 @@ class Executor(Protocol):
         """Release workers (after cancelling nothing: call :meth:`cancel` first)."""
 
 
-_lock = threading.Lock()
-_factories: dict[str, Any] | None = None
+@attrs.frozen
+class Capabilities:
+    """What an executor (class or instance) says it can do; absent attributes are ``False``."""
+
+    runs_in_caller: bool = False
+    kills_trees: bool = False
 
 
-def reset_registry() -> None:
-    global _factories
-    with _lock:
-        _factories = None
+def capabilities(executor: Any) -> Capabilities:
+    """The capabilities of an executor, its factory, or a registered executor's name."""
+    if isinstance(executor, str):
+        executor = _factory(executor)
+    return Capabilities(runs_in_caller=bool(getattr(executor, "runs_in_caller", False)),
+                        kills_trees=bool(getattr(executor, "kills_trees", False)))
 
 
-def _registry() -> dict[str, Any]:
-    global _factories
-    if _factories is None:
-        with _lock:
-            if _factories is None:
-                from .plugin_manager import collect
+def _accept(name: str, factory: Any) -> tuple[str, Any]:
+    if not isinstance(name, str) or not name or not callable(factory):
+        raise TypeError(f"executor {name!r} with factory {factory!r}: "
+                        "expected register(name: str, factory: callable)")
+    return name, factory
 
-                def accept(name: str, factory: Any) -> tuple[str, Any]:
-                    if not isinstance(name, str) or not name or not callable(factory):
-                        raise TypeError(f"executor {name!r} with factory {factory!r}: "
-                                        "expected register(name: str, factory: callable)")
-                    return name, factory
 
-                _factories = {r.name: r.value
-                              for r in collect("pipekit_executors", "executor", accept)}
-    return _factories
+_registry = Registry("pipekit_executors", "executor", _accept,
+                     lambda found: {r.name: r.value for r in found})
 
 
 def executor_names() -> list[str]:
-    return sorted(_registry())
+    return sorted(_registry.get())
+
+
+def _factory(name: str) -> Any:
+    factories = _registry.get()
+    if name not in factories:
+        known = ", ".join(sorted(factories)) or "none: is pipekit installed with pip install -e .?"
+        raise PluginError(f"unknown executor {name!r} (known: {known})", plugin=name)
+    return factories[name]
 
 
 def make_executor(name: str, **options: Any) -> Executor:
@@ -92,11 +96,7 @@ def make_executor(name: str, **options: Any) -> Executor:
 
     :raises PluginError: no plugin registered ``name`` (the message lists those that did).
     """
-    factories = _registry()
-    if name not in factories:
-        known = ", ".join(sorted(factories)) or "none: is pipekit installed with pip install -e .?"
-        raise PluginError(f"unknown executor {name!r} (known: {known})", plugin=name)
-    return factories[name](**options)
+    return _factory(name)(**options)  # type: ignore[no-any-return]
 
 
 def outcome_of(task_id: str) -> Outcome | None:
@@ -111,9 +111,7 @@ def is_function_job(job: Job) -> bool:
     """Whether the job calls a Python function in the executing process (rather than
     running a script as a child process it could kill).
     """
-    from .functions import is_function_task
-
-    return is_function_task(get_store().get_task(job.task_id))
+    return get_store().get_task(job.task_id).is_function
 
 
 def worker_of(job: Job) -> str | None:
@@ -125,7 +123,7 @@ def settle(task_id: str, reason: str) -> Outcome:
     """Fail a task whose executor ended without giving it a final status (e.g. a worker
     process killed by a signal); returns the task's outcome, whoever set it.
     """
-    get_store().set_status(task_id, Status.failed, reason=reason)
+    finish_task(task_id, Status.failed, reason)
     outcome = outcome_of(task_id)
     assert outcome is not None
     return outcome
@@ -135,4 +133,4 @@ def stop(task_id: str, reason: str = "stopped") -> None:
     """Mark a task ``stopped`` before killing its processes, so the kill cannot be recorded
     as a failure (final statuses are set once, conditionally).
     """
-    get_store().set_status(task_id, Status.stopped, reason=reason)
+    finish_task(task_id, Status.stopped, reason)

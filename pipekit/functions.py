@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -27,21 +28,24 @@ from typing import Any
 
 import attrs
 
+from . import context
 from . import params as P
+from .artifacts import load_value
 from .capture import ThreadCapture
 from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
+from .finish import finish_task
 from .hashing import digest_bytes, digest_code, function_source
-from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
+from .models import FUNCTION_KIND, ParamInfo, Status, TaskInfo, TaskType, check_name
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
-from .task import Task, executing, worker_id
+from .task import Task, executing
 
-__all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "is_function_task",
-           "pack_callable", "split_kwargs"]
+__all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "pack_callable",
+           "split_kwargs", "store_objects"]
 
 KWARGS = "kwargs"
 KWARGS_ARTIFACTS = "kwargs_artifacts"
-KIND = "function"
+KIND = FUNCTION_KIND
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -193,24 +197,25 @@ def store_objects(kwargs: Mapping[str, Any], *, name: str, owner: str) -> dict[s
 
 def create_task(store: Store, fn: Callable[..., Any], data: bytes, code: FunctionCode,
                 kwargs: Mapping[str, Any], returns: Iterable[str], *, project: str, name: str,
-                type: str | None, parent: str, inputs_on: str, tags: Iterable[str] = (),
+                type: str | None, parent: str, tags: Iterable[str] = (),
                 cache_key: str | None = None) -> TaskInfo:
     """Create the ``created`` task of one call of ``fn(**kwargs)`` (``data`` its pickle).
 
-    Arguments that are neither plain values nor artifact inputs are first stored on task
-    ``inputs_on`` (the run's controller, or the calling step): see :func:`store_objects`.
+    ``kwargs`` holds plain values and artifact inputs only: other objects are stored first,
+    by :func:`store_objects` (so the cache key can see their digests).
+
+    :raises PipekitError: an argument is neither (it was not stored first).
     """
     digest = pack_callable(store, fn, data)
-    plain, inputs, _ = split_kwargs(store_objects(kwargs, name=name, owner=inputs_on))
+    plain, inputs, objects = split_kwargs(kwargs)
+    if objects:
+        raise PipekitError(f"step {name!r}: argument {next(iter(objects))!r} must be stored "
+                           "with store_objects() before the task is created")
     return store.create_task(project=project, name=name,
                              type=type or TaskType.data_processing.value, parent=parent,
                              script=script_of(code, digest, returns), code_digest=code.digest,
                              code=code.source, tags=tuple(tags),
                              params=[*plain, *input_params(inputs)], cache_key=cache_key)
-
-
-def is_function_task(info: TaskInfo) -> bool:
-    return info.script.get("kind") == KIND
 
 
 # -- running a function task ----------------------------------------------------------------
@@ -231,8 +236,6 @@ def _arguments(store: Store, task_id: str) -> dict[str, Any]:
 
 
 def _load_input(store: Store, ref: ArtifactInput) -> Any:
-    from .artifacts import load_value
-
     info = store.get_artifact(ref.task, ref.name)
     return load_value(store, info.ref, ref.name)
 
@@ -275,7 +278,7 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> Ta
     info = store.get_task(task_id)
     if info.status not in (Status.created.value, Status.queued.value):
         raise TaskStateError(info.id, info.status, "run")
-    store.transition(info.id, Status.in_progress, worker=worker or worker_id())
+    store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     script = info.script
     log = ThreadCapture(store.log_path(info.id)) if capture else None
     failure: str | None = None
@@ -302,21 +305,14 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> Ta
         if log is not None:
             log.write_log(text)
         else:
-            import sys
-
             sys.stderr.write(text)
             sys.stderr.flush()
     finally:
-        from .logger import flush_metrics
-
-        flush_metrics(info.id)
         size = log.stop() if log is not None else None
-        if size is not None:
-            store.set_log_size(info.id, size)
         if stopped:
-            store.set_status(info.id, Status.stopped, reason=stopped)
+            finish_task(info.id, Status.stopped, stopped, log_size=size)
         elif failure is not None:
-            store.set_status(info.id, Status.failed, reason=failure)
+            finish_task(info.id, Status.failed, failure, log_size=size)
         else:
-            store.set_status(info.id, Status.completed)
+            finish_task(info.id, Status.completed, log_size=size)
     return store.get_task(info.id)

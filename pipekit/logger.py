@@ -8,6 +8,7 @@ the task API flush first, so a task always sees its own reports.
 from __future__ import annotations
 
 import atexit
+import csv as csvmod
 import json
 import logging
 import os
@@ -16,7 +17,9 @@ import threading
 import time
 from typing import Any
 
+from . import context
 from .capture import open_log
+from .errors import PipekitError
 from .plugin_manager import has_impls, notify
 from .store import get_store
 
@@ -126,14 +129,10 @@ class Logger:
     @classmethod
     def current_logger(cls) -> Logger:
         """The logger of this process's current task (``Task.init`` or an executing step)."""
-        from .task import Task
-
-        task = Task.current_task()
-        if task is None:
-            from .errors import PipekitError
-
+        task_id = context.current_task_id()
+        if task_id is None:
             raise PipekitError("no current task: call Task.init() first")
-        return task.get_logger()
+        return cls(task_id)
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int = 0) -> None:
         """Record ``value`` of ``title/series`` at ``iteration``."""
@@ -148,10 +147,7 @@ class Logger:
                     ) -> None:
         """Write a line to the task's log (and the console) and keep it as a text report."""
         text = str(msg)
-        from .task import Task
-
-        current = Task.current_task()
-        if print_console and current is not None and current.id == self._task_id:
+        if print_console and context.current_task_id() == self._task_id:
             print(text)  # the console is captured into this task's log
         else:
             if print_console:
@@ -174,8 +170,8 @@ class Logger:
         else:
             source = csv or url
             assert source is not None
-            import csv as csvmod
-
+            # lazy: storage pulls in urllib, tarfile and zipfile (~35 ms), which every step
+            # process would pay at import; only a table read from a file or URL needs it
             from .storage import StorageManager
 
             with open(StorageManager.get_local_copy(source), newline="") as fh:

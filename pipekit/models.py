@@ -86,6 +86,10 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+#: ``script["kind"]`` of a task whose code is a Python function (:mod:`pipekit.functions`)
+FUNCTION_KIND = "function"
+
+
 @attrs.frozen
 class TaskInfo:
     """One task as stored."""
@@ -109,6 +113,13 @@ class TaskInfo:
     comment: str = ""
     log_path: str | None = None
     log_size: int = 0
+
+    @property
+    def is_function(self) -> bool:
+        """Whether the task calls a Python function (in the executing process) rather than
+        running a script as a child process.
+        """
+        return self.script.get("kind") == FUNCTION_KIND
 
 
 @attrs.frozen
@@ -171,3 +182,23 @@ class ScalarPoint:
     series: str
     iteration: int
     value: float
+
+
+@attrs.frozen
+class Job:
+    """Execute task ``task_id`` (the task of step ``step``, if any): what executors get."""
+
+    task_id: str
+    step: str = ""
+
+
+@attrs.frozen
+class Outcome:
+    """How a job ended: the task's final status and why."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.completed.value, Status.published.value)

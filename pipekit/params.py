@@ -157,3 +157,10 @@ def typed_overrides(existing: Mapping[str, ParamInfo], overrides: Mapping[str, s
         param = existing.get(name)
         out[name] = text if param is None else cast(text, stored_type=param.type, name=name)
     return out
+
+
+def config_text(value: Any) -> tuple[str, str]:
+    """A configuration object as stored: ``(text, "text")`` for a string, else JSON."""
+    if isinstance(value, str):
+        return value, "text"
+    return json.dumps(value, default=str, indent=2), "json"

@@ -7,6 +7,14 @@ distribution; the core never imports them. Settings:
   disabled: that is an error, not a silent gap);
 * ``PIPEKIT_PLUGINS=a,b`` — when set, only these third-party plugins load (built-ins always do);
 * ``PIPEKIT_TRACE_PLUGINS=1`` — log every hook call at DEBUG.
+
+Hooks are called one implementation at a time (so an error names its plugin, and one failing
+observer does not silence the others); pluggy's wrapper implementations (``wrapper=True`` /
+``hookwrapper=True``) cannot take part in such calls and are refused at registration.
+
+What plugins register through the registration hooks (serializers, executors) is kept in
+:class:`Registry` objects owned here: each is gathered on first use and emptied whenever the
+set of plugins changes, so the modules that use them never reach back into this one.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
@@ -47,11 +56,33 @@ class PluginInfo:
 
 
 class PipekitPluginManager(pluggy.PluginManager):
-    """A plugin manager that remembers which distribution each plugin came from."""
+    """A plugin manager that remembers which distribution each plugin came from, refuses
+    wrapper implementations, and empties the registries whenever its plugins change.
+    """
 
     def __init__(self, project_name: str) -> None:
         super().__init__(project_name)
         self.dists: dict[str, metadata.Distribution | None] = {}
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is not None:
+            wrappers = sorted(caller.name
+                              for caller in self.get_hookcallers(plugin) or ()
+                              for impl in caller.get_hookimpls()
+                              if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper))
+            if wrappers:
+                self.unregister(plugin)
+                raise PluginError(f"plugin {registered!r} implements {wrappers[0]} as a "
+                                  "wrapper, which pipekit does not support: drop "
+                                  "wrapper=True/hookwrapper=True", plugin=registered)
+        _reset_registries()
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        _reset_registries()
+        return removed
 
 
 def _split(value: str | None) -> set[str]:
@@ -137,10 +168,7 @@ def set_plugin_manager(pm: pluggy.PluginManager | None) -> None:
     global _default
     with _lock:
         _default = pm
-    from . import artifacts, executor  # local: both import this module
-
-    artifacts.reset_registry()
-    executor.reset_registry()
+    _reset_registries()
 
 
 def _impls(hook_name: str) -> list[Any]:
@@ -262,3 +290,45 @@ def collect(hook_name: str, kind: str, accept: Callable[..., tuple[str, Any]]
     call_each(hook_name, before=lambda name: current.update(plugin=name), register=register)
     return list(found.values())
 
+
+
+# -- registries ---------------------------------------------------------------------------------
+
+_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def _reset_registries() -> None:
+    for registry in list(_registries):
+        registry.reset()
+
+
+class Registry:
+    """What plugins register through one registration hook, gathered on first use.
+
+    :param hook_name: the registration hook (``pipekit_serializers``, ``pipekit_executors``).
+    :param kind: what is registered, for messages.
+    :param accept: turns ``register``'s arguments into ``(name, value)`` (see :func:`collect`).
+    :param build: turns the registrations, in call order, into what :meth:`get` returns.
+    """
+
+    def __init__(self, hook_name: str, kind: str, accept: Callable[..., tuple[str, Any]],
+                 build: Callable[[list[Registration]], Any] = list) -> None:
+        self.hook_name, self.kind, self.accept, self.build = hook_name, kind, accept, build
+        # re-entrant: gathering may build the plugin manager, whose registrations reset this
+        self._lock = threading.RLock()
+        self._value: Any = None
+        _registries.add(self)
+
+    def get(self) -> Any:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self.build(collect(self.hook_name, self.kind, self.accept))
+                value = self._value
+        return value
+
+    def reset(self) -> None:
+        """Forget what was gathered: the next :meth:`get` asks the plugins again."""
+        with self._lock:
+            self._value = None

@@ -1,5 +1,8 @@
-"""Pipeline runs as a user handles them: look at one, start a script, run one again.
+"""Pipeline runs as a whole: open one, look at one, start a script, run one again.
 
+* :func:`open_run` — a pipeline about to run gets its controller task and run record: a new
+  task, or the task this process was started to execute (``pipekit run``, ``pipekit rerun``,
+  a pipeline that is a step of another), taken over with its ``Args``; and its version.
 * :func:`run_view` — a run as plain data: its parameters, and its DAG with every step's
   status, timing, cache hit, parameters and outputs, pipelines nested in a step included.
   ``pipekit runs show`` prints it, ``--json`` dumps it, ``pipekit export`` draws it.
@@ -14,20 +17,165 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import params as P
-from .config import MODE_ENV, NO_CACHE_ENV
-from .errors import PipekitError
-from .hashing import digest_file
-from .models import ParamInfo, TaskInfo, TaskType
-from .store import Store, get_store
+import attrs
 
-__all__ = ["clone_run", "execute", "launch_script", "run_view"]
+from . import context
+from . import params as P
+from .capture import StreamCapture
+from .config import MODE_ENV, NO_CACHE_ENV
+from .dag import Dag
+from .errors import DefinitionError, PipekitError, TaskNotFound
+from .hashing import digest_file
+from .models import ParamInfo, Status, TaskInfo, TaskType
+from .nodes import PipelineSpec, RunInfo
+from .script import script_info
+from .store import Store, get_store
+from .task import current_step
+from .versioning import choose_version, provisional_version
+from .worker import run_task
+
+__all__ = ["OpenRun", "clone_run", "execute", "launch_script", "open_run", "run_view"]
 
 MODES = ("debug", "local")
+
+
+# -- opening a run ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OpenRun:
+    """A run that has its controller task and run record, about to be driven.
+
+    :param capture: the controller's console tee'd into its task's log, when this process
+        is nobody's worker (else whoever launched it captures the output).
+    """
+
+    info: RunInfo
+    capture: StreamCapture | None = None
+
+
+#: controller tasks this process has taken over (each is run once)
+_adopted: set[str] = set()
+_adopted_lock = threading.Lock()
+
+
+def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
+             script: dict[str, Any] | None = None, pipeline: Any = None,
+             step_task_created_callback: Callable[..., Any] | None = None,
+             step_task_completed_callback: Callable[..., Any] | None = None) -> OpenRun:
+    """Create (or take over) the controller task of a run of ``spec`` and its run record.
+
+    :param structure: the run's structure hash, or ``None`` for a dynamic run (a decorated
+        pipeline), whose version is settled when it ends.
+    :param script: what the controller task records as its script (default: this process's).
+    :raises PipekitError: the version cannot be chosen, or an adopted task's ``Args`` name a
+        parameter the pipeline lacks; nothing is written then.
+    """
+    store = get_store()
+    # Before anything is written: a version that cannot be chosen leaves nothing behind.
+    if structure is not None:
+        version = choose_version(store, project=spec.project, name=spec.name,
+                                 requested=spec.version, auto_bump=spec.auto_version_bump,
+                                 structure_hash=structure)
+    else:  # provisional: settled once the structure is known
+        version = provisional_version(store, spec)
+    caller = current_step()
+    # A pipeline started inside a step is nested in it and never takes over the task this
+    # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
+    adopted = _adoptable(store) if caller is None else None
+    if adopted is not None:
+        try:
+            _apply_args(spec, store.get_parameters(adopted.id))
+        except PipekitError as exc:  # the worker ends the task: tell it why
+            store.update_task(adopted.id, status_reason=f"{type(exc).__name__}: {exc}")
+            raise
+    params = [ParamInfo("Args", name, P.to_text(value),
+                        spec.parameter_types.get(name) or P.type_name(value),
+                        spec.parameter_descriptions.get(name, ""))
+              for name, value in spec.parameters.items()]
+    configurations = {name: P.config_text(value)
+                      for name, value in spec.configurations.items()}
+    if adopted is not None:
+        info = _take_over(store, spec, adopted, params, configurations)
+    else:
+        script = script if script is not None else script_info()
+        info = store.create_task(project=spec.project, name=spec.name,
+                                 type=TaskType.controller.value,
+                                 status=Status.in_progress, script=script,
+                                 code_digest=script.get("digest"),
+                                 tags=["pipeline", *spec.tags], params=params,
+                                 configurations=configurations,
+                                 parent=caller.id if caller is not None else None)
+    capture = None
+    if adopted is None and caller is None and not context.launched_task_id() \
+            and context.process_task() is None:
+        # The controller's console is its task's log (a worker running the controller as
+        # a task, a step running a nested pipeline, or a Task.init() task capture it).
+        capture = StreamCapture(store.log_path(info.id))
+    store.create_run(info.id, dag=dag.to_dict(), version=version, structure_hash=structure,
+                     pipeline=(spec.project, spec.name) if structure else None)
+    return OpenRun(RunInfo(id=info.id, name=spec.name, project=spec.project, version=version,
+                           pipeline=pipeline,
+                           step_task_created_callback=step_task_created_callback,
+                           step_task_completed_callback=step_task_completed_callback),
+                   capture)
+
+
+def _adoptable(store: Store) -> TaskInfo | None:
+    """The controller task this process was started to execute, the first time it is asked.
+
+    ``pipekit run`` and ``pipekit rerun`` create it (a draft, or a clone of a run with new
+    ``Args``); a worker executing a pipeline that is a step of another passes its clone.
+    """
+    task_id = context.launched_task_id()
+    if not task_id:
+        return None
+    with _adopted_lock:
+        if task_id in _adopted:
+            return None
+        try:
+            info = store.get_task(task_id)
+        except TaskNotFound:
+            return None
+        if info.type != TaskType.controller.value or info.status not in (
+                Status.created.value, Status.queued.value, Status.in_progress.value):
+            return None
+        _adopted.add(task_id)
+    return info
+
+
+def _apply_args(spec: PipelineSpec, stored: dict[str, ParamInfo]) -> None:
+    """Set parameter values from an adopted controller task's ``Args``."""
+    for param in stored.values():
+        if param.section != "Args":
+            continue
+        if param.name not in spec.parameters:
+            known = ", ".join(sorted(spec.parameters)) or "none"
+            raise DefinitionError(f"pipeline {spec.name!r} has no parameter "
+                                  f"{param.name!r} (its parameters: {known})")
+        default = spec.parameters[param.name]
+        spec.parameters[param.name] = (
+            P.cast(param.value, like=default, name=param.key)
+            if default is not None and param.type == "str" else P.cast_param(param))
+
+
+def _take_over(store: Store, spec: PipelineSpec, adopted: TaskInfo, params: list[ParamInfo],
+               configurations: dict[str, tuple[str, str]]) -> TaskInfo:
+    store.update_task(adopted.id, name=spec.name, project=spec.project)
+    store.add_tags(adopted.id, ["pipeline", *spec.tags])
+    store.set_parameters(adopted.id, params)
+    for name, (text, kind) in configurations.items():
+        store.set_configuration(adopted.id, name, text, kind)
+    store.set_status(adopted.id, Status.in_progress)  # a worker may have done it already
+    return store.get_task(adopted.id)
+
+
+# -- looking at runs -------------------------------------------------------------------------------
 
 
 def _require_run(store: Store, run_id: str) -> str:
@@ -172,8 +320,6 @@ def execute(task_id: str, *, mode: str | None = None, no_cache: bool = False,
     :param mode: ``debug`` or ``local``, overriding the script's own choice.
     :param no_cache: run every cached step again.
     """
-    from .worker import run_task
-
     if mode is not None and mode not in MODES:
         raise PipekitError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     env = {}  # (what the caller's environment already says, e.g. PIPEKIT_NO_CACHE=1, stays)

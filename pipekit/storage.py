@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
 from .config import get_settings
-from .errors import PipekitError
+from .errors import StorageError
 from .hashing import digest_bytes, digest_file
 
 _HTTP_TIMEOUT = 60.0
@@ -49,17 +49,6 @@ _Filler = Callable[[IO[bytes]], object]
 #: Errors that a retry cannot cure.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
               ValueError, TypeError)
-
-
-class StorageError(PipekitError):
-    """A URL could not be read, written or listed.
-
-    ``.url`` is the URL at fault, ``.reason`` what went wrong, ``.action`` what was tried.
-    """
-
-    def __init__(self, url: str, reason: str, action: str = "fetch") -> None:
-        self.url, self.reason, self.action = url, reason, action
-        super().__init__(f"cannot {action} {url!r}: {reason}")
 
 
 # -- URLs -------------------------------------------------------------------------------------

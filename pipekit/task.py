@@ -7,28 +7,21 @@ tees its output into the task log and gives the task exactly one final status at
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import builtins
 import json
 import os
-import signal
-import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import context
 from . import params as P
 from .artifacts import Artifact, Model, store_value
-from .capture import StreamCapture, open_log
-from .config import TASK_ENV
+from .connect import connect, connect_configuration
 from .errors import (
-    ParameterError,
     PipekitError,
     SerializationError,
     TaskNotFound,
@@ -39,12 +32,10 @@ from .hashing import digest_file
 from .logger import Logger, flush_metrics
 from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
 from .plugin_manager import has_impls, notify
+from .script import ScriptLifecycle, patch_argparse, script_info
 from .store import get_store
 
-#: what a thread runs as: the function step it executes, or the controller of the pipeline
-#: whose logic it runs (steps of the inline and thread executors share the controller's
-#: process, and a pipeline can run inside a step, so "the current task" is per thread)
-_step = threading.local()
+__all__ = ["Task", "current_step", "executing"]
 
 
 @contextmanager
@@ -53,33 +44,25 @@ def executing(task_id: str, *, controller: bool = False) -> Iterator[Task]:
     ``controller``, while this thread runs a pipeline's logic (then no step is current, even
     inside a step that started the pipeline).
     """
-    previous = getattr(_step, "task", None)
     task = Task(task_id)
     task._executing = not controller
     task._controller = controller
-    _step.task = task
-    try:
+    with context.scope(task_id, controller=controller, handle=task):
         yield task
-    finally:
-        _step.task = previous
 
 
 def current_step() -> Task | None:
     """The pipeline step this thread executes: a function step run here, or the script
     task this process was launched to execute (never a controller).
     """
-    step = getattr(_step, "task", None)
-    if step is not None:
-        return None if step._controller else step
-    if os.environ.get(TASK_ENV):
+    scope = context.thread_scope()
+    if scope is not None:
+        return None if scope.controller else scope.handle
+    if context.launched_task_id():
         task = Task.current_task()
         if task is not None and task.data.type != TaskType.controller.value:
             return task
     return None
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Artifacts(Mapping[str, Artifact]):
@@ -105,7 +88,6 @@ class Task:
     TaskTypes = TaskType
     TaskStatusEnum = Status
 
-    _current: ClassVar[Task | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, task_id: str) -> None:
@@ -169,22 +151,23 @@ class Task:
     @classmethod
     def current_task(cls) -> Task | None:
         """The task this thread runs as: the function step it executes, else the process's
-        task (from ``Task.init`` or an executing step).
+        task (from ``Task.init`` or an executing step), else the controller task of the
+        pipeline whose logic runs here.
         """
-        step = getattr(_step, "task", None)
-        if step is not None:
-            return step
-        if cls._current is None and os.environ.get(TASK_ENV):
-            task = cls(os.environ[TASK_ENV])
-            task._executing = True
-            cls._current = task
-        if cls._current is None:
-            from .runner import active_run  # (runner imports this module)
-
-            run = active_run()
+        scope = context.thread_scope()
+        if scope is not None:
+            return scope.handle
+        current = context.process_task()
+        launched = context.launched_task_id()
+        if current is None and launched:
+            current = cls(launched)
+            current._executing = True
+            context.set_process_task(current)
+        if current is None:
+            run = context.active_run()
             if run is not None and run.run_id is not None:
                 return cls(run.run_id)  # the pipeline logic runs as its controller task
-        return cls._current
+        return current
 
     @classmethod
     def init(cls, project_name: str | None = None, task_name: str | None = None,
@@ -201,42 +184,44 @@ class Task:
         uncaught exception or a non-zero exit code; ``stopped`` on Ctrl-C or SIGTERM).
         With ``PIPEKIT_TASK_ID`` set it returns that task.
         """
-        step = getattr(_step, "task", None)
-        if step is not None:
-            return step  # a function step calling Task.init() gets its own task
+        scope = context.thread_scope()
+        if scope is not None:
+            return scope.handle  # a function step calling Task.init() gets its own task
         with cls._lock:
-            if cls._current is not None and cls._current._lifecycle is not None:
-                return cls._current
+            current = context.process_task()
+            if current is not None and current._lifecycle is not None:
+                return current
             store = get_store()
-            env_id = os.environ.get(TASK_ENV)
+            env_id = context.launched_task_id()
             if env_id:
                 task = cls(store.resolve_task_id(env_id))
                 task._executing = True
                 owner = task.data.status != Status.in_progress.value
                 if owner:
                     # Nobody launched us as a worker: this process owns the final status.
-                    store.transition(task.id, Status.in_progress, worker=worker_id())
-                task._lifecycle = _Lifecycle(task, owner=owner,
+                    store.transition(task.id, Status.in_progress,
+                                     worker=context.worker_id())
+                task._lifecycle = ScriptLifecycle(task, owner=owner,
                                              capture=owner and auto_connect_streams)
                 if tags:
                     store.add_tags(task.id, tags)
             else:
-                script = _script_info()
+                script = script_info()
                 info = store.create_task(
                     project=project_name or "default",
                     name=task_name or Path(script.get("path") or "task").stem,
                     type=str(TaskType(task_type)), status=Status.in_progress,
                     script=script, code_digest=script.get("digest"), tags=tags or (),
                 )
-                store.update_task(info.id, worker=worker_id())
+                store.update_task(info.id, worker=context.worker_id())
                 task = cls(info.id)
-                task._lifecycle = _Lifecycle(task, owner=True, capture=auto_connect_streams)
-            cls._current = task
+                task._lifecycle = ScriptLifecycle(task, owner=True, capture=auto_connect_streams)
+            context.set_process_task(task)
             if auto_connect_arg_parser:
-                _patch_argparse()
+                patch_argparse()
             return task
 
-    _lifecycle: _Lifecycle | None = None
+    _lifecycle: ScriptLifecycle | None = None
 
     @classmethod
     def create(cls, project_name: str | None = None, task_name: str | None = None,
@@ -347,20 +332,7 @@ class Task:
         existing task, stored values override ``mutable`` in place, cast back to each
         original value's type. Returns ``mutable``.
         """
-        if isinstance(mutable, argparse.Namespace):
-            section = name or "Args"
-            _connect_attrs(self, mutable, section, vars(mutable))
-        elif isinstance(mutable, dict):
-            section = name or P.DEFAULT_SECTION
-            _connect_dict(self, mutable, section)
-        elif isinstance(mutable, (list, tuple, str, int, float, bool)) or mutable is None:
-            raise ParameterError(f"connect() takes a dict, argparse.Namespace or object, "
-                                 f"not {type(mutable).__name__}")
-        else:
-            section = name or P.DEFAULT_SECTION
-            values = {k: v for k, v in _public_attrs(mutable).items()}
-            _connect_attrs(self, mutable, section, values)
-        return mutable
+        return connect(self, mutable, name)
 
     def connect_configuration(self, configuration: Any, name: str | None = None,
                               description: str | None = None) -> Any:
@@ -368,29 +340,7 @@ class Task:
         executing) or a file path (returns the path of the file to read, which holds the
         stored text when executing).
         """
-        name = name or P.DEFAULT_SECTION
-        store = get_store()
-        stored = store.get_configuration(self._id, name) if self._executing else None
-        if isinstance(configuration, dict):
-            if stored is not None and stored[1] == "json":
-                configuration.clear()
-                configuration.update(json.loads(stored[0]))
-            else:
-                store.set_configuration(self._id, name, json.dumps(configuration, default=str),
-                                        "json")
-            return configuration
-        path = Path(configuration)
-        if not path.is_file():
-            raise ParameterError(f"configuration {name!r}: {str(configuration)!r} is neither "
-                                 "a dict nor an existing file", name)
-        if stored is not None:
-            target = store.settings.cache_dir / "config" / self._id
-            target.mkdir(parents=True, exist_ok=True, mode=0o700)
-            out = target / path.name
-            out.write_text(stored[0])
-            return str(out) if isinstance(configuration, str) else out
-        store.set_configuration(self._id, name, path.read_text(), "text")
-        return configuration
+        return connect_configuration(self, configuration, name)
 
     def get_configuration_object(self, name: str) -> str | None:
         stored = get_store().get_configuration(self._id, name)
@@ -548,7 +498,8 @@ class Task:
             interval = min(check_interval_sec, interval * 2)
 
     def mark_started(self, force: bool = False) -> None:
-        get_store().transition(self._id, Status.in_progress, worker=worker_id(), force=force)
+        get_store().transition(self._id, Status.in_progress, worker=context.worker_id(),
+                              force=force)
 
     def mark_completed(self, ignore_errors: bool = True, status_message: str | None = None,
                        force: bool = False) -> None:
@@ -625,209 +576,7 @@ class Task:
             lifecycle.finish()
         else:
             flush_metrics(self._id)
-        if Task._current is self:
-            Task._current = None
+        if context.process_task() is self:
+            context.set_process_task(None)
 
 
-# -- connecting ---------------------------------------------------------------------------------
-
-
-def _public_attrs(obj: Any) -> dict[str, Any]:
-    names = vars(obj) if hasattr(obj, "__dict__") else {}
-    if not names:
-        names = {n: getattr(obj, n) for n in dir(obj) if not n.startswith("_")}
-    return {k: v for k, v in names.items() if not k.startswith("_") and not callable(v)}
-
-
-def _stored(task: Task, section: str) -> dict[str, ParamInfo]:
-    if not task._executing:
-        return {}
-    prefix = f"{section}/"
-    return {key[len(prefix):]: p for key, p in get_store().get_parameters(task.id).items()
-            if key.startswith(prefix)}
-
-
-def _connect_dict(task: Task, mapping: dict[str, Any], section: str) -> None:
-    stored = _stored(task, section)
-    if stored:
-        _override_nested(mapping, stored, section)
-    missing = [p for p in P.to_params(section, mapping) if p.name not in stored]
-    if missing:
-        get_store().set_parameters(task.id, missing)
-
-
-def _override_nested(mapping: dict[str, Any], stored: dict[str, ParamInfo], section: str,
-                     prefix: str = "") -> None:
-    for key, value in list(mapping.items()):
-        full = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            _override_nested(value, stored, section, f"{full}/")
-        elif full in stored:
-            p = stored[full]
-            mapping[key] = P.cast(p.value, like=value, stored_type=p.type, name=p.key)
-
-
-def _connect_attrs(task: Task, obj: Any, section: str, values: dict[str, Any]) -> None:
-    stored = _stored(task, section)
-    for key, value in values.items():
-        if key in stored:
-            p = stored[key]
-            setattr(obj, key, P.cast(p.value, like=value, stored_type=p.type, name=p.key))
-    missing = [p for p in P.to_params(section, values) if p.name not in stored]
-    if missing:
-        get_store().set_parameters(task.id, missing)
-
-
-# -- argparse capture -----------------------------------------------------------------------------
-
-_argparse_state = threading.local()
-_original_parse_known_args = argparse.ArgumentParser.parse_known_args
-
-
-def _patch_argparse() -> None:
-    """Capture arguments parsed after ``Task.init`` into section ``Args`` (as ClearML does)."""
-    if argparse.ArgumentParser.parse_known_args is not _original_parse_known_args:
-        return
-
-    def parse_known_args(self: argparse.ArgumentParser, args: Any = None,
-                         namespace: Any = None) -> Any:
-        task = Task._current
-        if task is None or getattr(_argparse_state, "depth", 0):
-            return _original_parse_known_args(self, args, namespace)
-        _argparse_state.depth = 1
-        stored = _stored(task, "Args")
-        saved = []
-        try:
-            for action in self._actions:
-                if action.dest in stored and action.dest != argparse.SUPPRESS:
-                    # A stored value satisfies a required argument the command line lacks.
-                    saved.append((action, action.required, action.nargs))
-                    action.required = False
-                    if not action.option_strings and action.nargs is None:
-                        action.nargs = "?"
-            ns, extras = _original_parse_known_args(self, args, namespace)
-        finally:
-            for action, required, nargs in saved:
-                action.required, action.nargs = required, nargs
-            _argparse_state.depth = 0
-        values = {k: v for k, v in vars(ns).items()}
-        for action in self._actions:
-            if action.dest in stored and action.dest in values and values[action.dest] is None \
-                    and callable(action.type):
-                p = stored[action.dest]
-                try:
-                    setattr(ns, action.dest, action.type(p.value))
-                except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-                    raise ParameterError(f"parameter {p.key!r}: cannot read {p.value!r} "
-                                         f"for argument {action.dest!r} ({exc})", p.key) from exc
-                values.pop(action.dest)
-        _connect_attrs(task, ns, "Args", values)
-        return ns, extras
-
-    argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
-# -- the script's task lifecycle ------------------------------------------------------------------
-
-
-def _script_info() -> dict[str, Any]:
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    path = Path(argv0).resolve() if argv0 and argv0 not in ("-c", "-m") else None
-    info: dict[str, Any] = {"argv": list(sys.argv[1:]), "working_dir": os.getcwd(),
-                            "python": sys.executable}
-    if path is not None and path.is_file():
-        info.update(path=str(path), entry_point=path.name, digest=digest_file(path))
-    else:
-        info.update(path=None, entry_point=argv0 or "<interactive>")
-    return info
-
-
-class _Lifecycle:
-    """A ``Task.init`` task's end: flush its metrics, and give it its one final status.
-
-    When a worker launched this process (the task was already ``in_progress``), the worker
-    owns the final status from the exit code; this process only records why it failed.
-    """
-
-    def __init__(self, task: Task, owner: bool, capture: bool) -> None:
-        self.task = task
-        self.owner = owner
-        self.capture = StreamCapture(get_store().log_path(task.id)) if capture else None
-        self.exit_code: int | None = None
-        self.failure: str | None = None
-        self.stopped: str | None = None
-        self.done = False
-        self._orig_exit = sys.exit
-        self._orig_excepthook = sys.excepthook
-        sys.exit = self._exit  # type: ignore[assignment]
-        sys.excepthook = self._excepthook
-        # site's exit()/quit() raise SystemExit themselves, bypassing sys.exit.
-        self._orig_builtins = {n: getattr(builtins, n) for n in ("exit", "quit")
-                               if hasattr(builtins, n)}
-        for n in self._orig_builtins:
-            setattr(builtins, n, self._exit)
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, self._sigterm)
-        atexit.register(self.finish)
-
-    def _exit(self, code: Any = None) -> None:
-        self.exit_code = code if isinstance(code, int) else (0 if code is None else 1)
-        self._orig_exit(code)
-
-    def _excepthook(self, etype: type[BaseException], value: BaseException, tb: Any) -> None:
-        self._orig_excepthook(etype, value, tb)  # prints to stderr, which the log captures
-        if issubclass(etype, KeyboardInterrupt):
-            self.stopped = "interrupted (KeyboardInterrupt)"
-        else:
-            self.failure = f"{etype.__name__}: {value}"
-            if self.capture is None and self.owner:
-                with open_log(get_store().log_path(self.task.id)) as fh:
-                    fh.write("".join(traceback.format_exception(etype, value, tb)).encode())
-
-    def _sigterm(self, signum: int, frame: Any) -> None:
-        self.stopped = "terminated by signal 15"
-        self._orig_exit(128 + signum)
-
-    def _restore(self) -> None:
-        sys.exit = self._orig_exit
-        sys.excepthook = self._orig_excepthook
-        for n, fn in self._orig_builtins.items():
-            setattr(builtins, n, fn)
-
-    def release(self) -> None:
-        """Stop watching the process and capturing its output, leaving the task's status
-        alone (``execute_remotely``).
-        """
-        if self.done:
-            return
-        self.done = True
-        self._restore()
-        flush_metrics(self.task.id)
-        if self.capture is not None:
-            get_store().set_log_size(self.task.id, self.capture.stop())
-
-    def finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        self._restore()
-        try:
-            flush_metrics(self.task.id)
-        finally:
-            size = self.capture.stop() if self.capture is not None else None
-            store = get_store()
-            if size is not None:
-                store.set_log_size(self.task.id, size)
-            if not self.owner:
-                if self.failure or self.stopped:
-                    store.update_task(self.task.id, status_reason=self.failure or self.stopped)
-            elif self.stopped:
-                store.set_status(self.task.id, Status.stopped, reason=self.stopped)
-            elif self.failure:
-                store.set_status(self.task.id, Status.failed, reason=self.failure)
-            elif self.exit_code not in (None, 0):
-                store.set_status(self.task.id, Status.failed,
-                                 reason=f"exit code {self.exit_code}")
-            else:
-                store.set_status(self.task.id, Status.completed)

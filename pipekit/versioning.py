@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
+from .dag import Dag
 from .errors import DefinitionError
+from .hashing import canonical_json, digest_params
+from .nodes import PipelineSpec
 from .plugin_manager import call_first
 from .store import Store
 
-__all__ = ["FIRST_VERSION", "check_version", "choose_version"]
+__all__ = ["FIRST_VERSION", "check_version", "choose_version", "provisional_version",
+           "structure_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +60,35 @@ def choose_version(store: Store, *, project: str, name: str, requested: str | No
                     "'autoversion' plugin disabled?); keeping %s", name, version)
         return version
     return check_version(new, "the version returned by the pipekit_version_bump hook")
+
+
+def provisional_version(store: Store, spec: PipelineSpec) -> str:
+    """What a dynamic run (a decorated pipeline) records until its structure is known."""
+    latest = store.latest_pipeline_version(spec.project, spec.name)
+    return spec.version or (latest[0] if latest else FIRST_VERSION)
+
+
+def structure_hash(store: Store, spec: PipelineSpec, dag: Dag,
+                   function_digests: Mapping[str, str]) -> str:
+    """A run's structure (SPEC §3 Versioning): step names, parents, code digests (a function
+    step's from ``function_digests``, a task step's from its template) and parameter
+    defaults.
+    """
+    digests: dict[str, str] = {}
+    for name, node in spec.nodes.items():
+        if node.function is not None:
+            digests[name] = function_digests[name]
+        elif node.base_task_id is not None:
+            base = store.get_task(node.base_task_id)
+            digests[name] = base.code_digest or digest_params(base.script)
+    defaults = spec.defaults if spec.defaults is not None else spec.parameters
+    return dag.structure_hash(digests, {k: _hashable(v) for k, v in defaults.items()})
+
+
+def _hashable(value: Any) -> Any:
+    """A parameter default as the structure hash sees it (an object by its type)."""
+    try:
+        canonical_json(value)
+        return value
+    except (TypeError, ValueError):
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"

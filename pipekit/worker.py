@@ -1,9 +1,13 @@
-"""Execute one task in a child process: ``python script args`` with its output in the log.
+"""Execute one task: a script in a child process, or a function in this process.
 
 The worker owns the task's final status: it marks the task ``in_progress``, runs the child
 in its own session (so stopping it kills the whole process tree), pipes the child's
 stdout/stderr into the task log, and ends the task ``completed``, ``failed`` (exit code or
-signal) or ``stopped``, exactly once. Also runnable as ``python -m pipekit.worker TASK``.
+signal) or ``stopped``, exactly once, through :func:`pipekit.finish.finish_task`. Also
+runnable as ``python -m pipekit.worker TASK``.
+
+:func:`run_job` and :func:`run_job_in_child` are what executor plugins run a job with, here
+or in a pool process, so no executor copies them.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from typing import IO
 
 import psutil
 
+from . import context
 from .capture import open_log, pump
-from .config import DB_ENV, HOME_ENV, TASK_ENV
+from .config import DB_ENV, HOME_ENV, TASK_ENV, configure
 from .errors import PipekitError, TaskStateError
-from .functions import call, is_function_task
-from .models import Status, TaskInfo
+from .executor import outcome_of, settle
+from .finish import finish_task
+from .functions import call
+from .models import Job, Outcome, Status, TaskInfo
 from .store import get_store
-from .task import worker_id
+
+__all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_job_in_child",
+           "run_task"]
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -65,16 +74,16 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     info = store.get_task(store.resolve_task_id(task_id))
     if info.status not in (Status.created.value, Status.queued.value):
         raise TaskStateError(info.id, info.status, "run")
-    if is_function_task(info):
+    if info.is_function:
         return call(info.id, worker=worker)
     script = info.script
     path = script.get("path")
     if not path:
         raise PipekitError(f"task {info.id!r} has no script to run")
-    store.transition(info.id, Status.in_progress, worker=worker or worker_id())
+    store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     log_path = store.log_path(info.id)
     if not os.path.isfile(path):
-        store.set_status(info.id, Status.failed, reason=f"script not found: {path}")
+        finish_task(info.id, Status.failed, f"script not found: {path}")
         return store.get_task(info.id)
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -101,18 +110,37 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         kill_tree(proc.pid)
         returncode = proc.wait()
     copier.join(timeout=10)
-    if log_path.exists():
-        store.set_log_size(info.id, log_path.stat().st_size)
+    size = log_path.stat().st_size if log_path.exists() else None
     if stopped:
-        store.set_status(info.id, Status.stopped, reason=stopped)
+        finish_task(info.id, Status.stopped, stopped, log_size=size)
     elif returncode == 0:
-        store.set_status(info.id, Status.completed)
+        finish_task(info.id, Status.completed, log_size=size)
     else:
-        recorded = store.get_task(info.id).status_reason
+        recorded = store.get_task(info.id).status_reason  # the script's own why
         reason = describe_exit(returncode)
-        store.set_status(info.id, Status.failed,
-                         reason=f"{recorded} ({reason})" if recorded else reason)
+        finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
+                    log_size=size)
     return store.get_task(info.id)
+
+
+def run_job(job: Job, on_start: Callable[[int], None] | None = None) -> Outcome:
+    """Run a job in this process to its end; a task the worker could not start is failed
+    with why. What every executor calls, in a thread, a pool process or inline.
+
+    :param on_start: called with a script task's child pid once it runs (to cancel it).
+    """
+    try:
+        run_task(job.task_id, on_start=on_start)
+    except Exception as exc:
+        outcome = outcome_of(job.task_id)
+        return outcome or settle(job.task_id, f"{type(exc).__name__}: {exc}")
+    return outcome_of(job.task_id) or settle(job.task_id, "the worker returned early")
+
+
+def run_job_in_child(job: Job, home: str, db: str) -> Outcome:
+    """:func:`run_job` in a fresh process (a pool worker), on the store at ``home``/``db``."""
+    configure(home=home, db=db)
+    return run_job(job)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = get_store()
     task_id = store.resolve_task_id(args[0])
-    if is_function_task(store.get_task(task_id)):
+    if store.get_task(task_id).is_function:
         # This process is the step: everything written to fd 1/2 (by Python, C extensions
         # or children) goes to the task log, as a script step's piped output does.
         with open_log(store.log_path(task_id)) as log:

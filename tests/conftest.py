@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pipekit
-from pipekit import plugin_manager
+from pipekit import context, plugin_manager
 from pipekit.store import reset_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,15 +27,13 @@ def pipekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     pipekit.configure(home=home)
     reset_store()
     plugin_manager.set_plugin_manager(plugin_manager.make_plugin_manager(dists={"pipekit"}))
-    from pipekit.task import Task
-
-    Task._current = None
+    context.set_process_task(None)
     yield home
     from pipekit.logger import flush_metrics
 
     flush_metrics()
     _check_cascade_invariant(home)
-    Task._current = None
+    context.set_process_task(None)
     reset_store()
     plugin_manager.set_plugin_manager(None)
 

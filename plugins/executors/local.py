@@ -29,27 +29,16 @@ import pipekit
 from pipekit.config import DB_ENV, HOME_ENV, get_settings
 from pipekit.executor import Job, Outcome, is_function_job, outcome_of, settle, stop, worker_of
 from pipekit.models import Status
-from pipekit.worker import describe_exit, kill_tree, run_task
+from pipekit.worker import describe_exit, kill_tree, run_job, run_job_in_child
 
 
 def _default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
 
-def _run(job: Job, pids: dict[str, int] | None = None) -> Outcome:
-    """Run a job in this process; a task the worker could not start is failed with why."""
-    on_start = None if pids is None else (lambda pid: pids.__setitem__(job.task_id, pid))
-    try:
-        run_task(job.task_id, on_start=on_start)
-    except Exception as exc:
-        outcome = outcome_of(job.task_id)
-        return outcome or settle(job.task_id, f"{type(exc).__name__}: {exc}")
-    return outcome_of(job.task_id) or settle(job.task_id, "the worker returned early")
-
-
-def _run_in_child(job: Job, home: str, db: str) -> Outcome:
-    pipekit.configure(home=home, db=db)
-    return _run(job)
+def _run_keeping_pid(job: Job, pids: dict[str, int]) -> Outcome:
+    """:func:`run_job`, remembering a script task's child pid so it can be cancelled."""
+    return run_job(job, on_start=lambda pid: pids.__setitem__(job.task_id, pid))
 
 
 @attrs.define
@@ -63,11 +52,13 @@ class _FutureHandle:
 class InlineExecutor:
     """Run each job to its end inside :meth:`submit` (debug mode)."""
 
+    runs_in_caller = True
+
     def __init__(self, max_workers: int | None = None) -> None:
         """``max_workers`` is accepted for a uniform API; jobs run one at a time."""
 
     def submit(self, job: Job) -> Outcome:
-        return _run(job)
+        return run_job(job)
 
     def poll(self, handle: Outcome) -> Outcome | None:
         return handle
@@ -88,7 +79,7 @@ class ThreadExecutor:
         self._pids: dict[str, int] = {}
 
     def submit(self, job: Job) -> _FutureHandle:
-        return _FutureHandle(job, self._pool.submit(_run, job, self._pids))
+        return _FutureHandle(job, self._pool.submit(_run_keeping_pid, job, self._pids))
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
         if handle.cancelled or handle.future.cancelled():
@@ -148,6 +139,8 @@ def _main_hidden() -> Iterator[None]:
 class ProcessExecutor:
     """Run jobs in a pool of ``max_workers`` spawned processes."""
 
+    kills_trees = True
+
     def __init__(self, max_workers: int | None = None) -> None:
         self._workers = max_workers or _default_workers()
         self._pool: ProcessPoolExecutor | None = None
@@ -161,7 +154,7 @@ class ProcessExecutor:
     def submit(self, job: Job) -> _FutureHandle:
         settings = get_settings()
         with _main_hidden():
-            future = self._get_pool().submit(_run_in_child, job, str(settings.home),
+            future = self._get_pool().submit(run_job_in_child, job, str(settings.home),
                                              settings.db_url)
         return _FutureHandle(job, future)
 
@@ -203,6 +196,8 @@ class _ProcessHandle:
 
 class SubprocessExecutor:
     """One ``python -m pipekit.worker TASK`` process per job, in its own session."""
+
+    kills_trees = True
 
     def __init__(self, max_workers: int | None = None) -> None:
         """``max_workers`` is accepted for a uniform API: the runner limits concurrency."""

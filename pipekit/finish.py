@@ -1,0 +1,36 @@
+"""How a task ends: :func:`finish_task` is the one place a task execution gets its final status.
+
+Whoever ran the task calls it — the worker for a script it ran as a child process, a function
+step when its call returns, a ``Task.init`` script at exit — so every ending does the same
+things in the same order: the task's buffered metrics are written, its log size is recorded,
+and one final status (``completed``, ``failed`` or ``stopped``, with its reason) is set by a
+conditional write, so of two parties racing to end a task exactly one wins. This is also
+where a lease's fencing check belongs once remote agents run tasks.
+"""
+
+from __future__ import annotations
+
+from .logger import flush_metrics
+from .models import Status
+from .store import get_store
+
+__all__ = ["finish_task"]
+
+
+def finish_task(task_id: str, status: Status, reason: str = "", *,
+                log_size: int | None = None) -> bool:
+    """End ``task_id`` with ``status`` (and ``reason``); returns whether this call set it.
+
+    A task that already has a final status keeps it (a step stopped or timed out from outside
+    is not turned ``completed`` by its late return).
+
+    :param log_size: the size of the task's log, when the caller captured it.
+    """
+    try:
+        flush_metrics(task_id)
+    finally:
+        store = get_store()
+        if log_size is not None:
+            store.set_log_size(task_id, log_size)
+        moved = store.set_status(task_id, status, reason=reason)
+    return moved
