@@ -202,3 +202,81 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status in (Status.completed.value, Status.published.value)
+
+
+@attrs.frozen
+class RunRecord:
+    """A pipeline run as stored: controller task ``id`` runs ``dag``
+    (:meth:`pipekit.dag.Dag.to_dict`), recorded under ``version`` once it has one.
+
+    :param origin: the run this one is a rerun (clone) of, if any.
+    :param created: when the run was recorded (its controller task may be older).
+    """
+
+    id: str
+    version: str | None
+    structure_hash: str | None
+    origin: str | None
+    dag: dict[str, Any]
+    created: float
+
+
+@attrs.frozen
+class RunSummary:
+    """A run as listed: its controller task's fields plus the run's version and origin."""
+
+    id: str
+    project: str
+    name: str
+    status: str
+    status_reason: str
+    parent: str | None
+    created: float
+    started: float | None
+    ended: float | None
+    version: str | None
+    structure_hash: str | None
+    origin: str | None
+
+
+@attrs.frozen
+class NodeRecord:
+    """One node of a stored run: its status on the run's DAG and the task that ran it.
+
+    :param status: a task status, or ``pending``, ``skipped`` or ``cached``.
+    :param attempt: how many retries the node's latest task is (0 for the first try).
+    """
+
+    name: str
+    task: str | None
+    status: str
+    parents: list[str]
+    cache_key: str | None
+    attempt: int
+    started: float | None
+    ended: float | None
+
+
+@attrs.frozen
+class PipelineRecord:
+    """One recorded version of a pipeline, with how many runs it has and the last one's time."""
+
+    project: str
+    name: str
+    version: str
+    structure_hash: str
+    created: float
+    runs: int
+    last_run: float | None
+
+
+@attrs.frozen
+class CacheEntry:
+    """A task that can serve a step-cache hit for ``key``."""
+
+    key: str
+    task: str
+    project: str
+    name: str
+    status: str
+    ended: float | None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .models import Status
+from .models import NodeRecord, Status
 from .store import get_store
 
 __all__ = ["watch"]
@@ -22,13 +22,13 @@ _STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopped": "y
           "skipped": "dim", "in_progress": "bold blue", "pending": "dim"}
 
 
-def _duration(node: dict[str, Any], now: float) -> str:
-    if node["started"] is None:
+def _duration(node: NodeRecord, now: float) -> str:
+    if node.started is None:
         return ""
-    return f"{(node['ended'] or now) - node['started']:.1f} s"
+    return f"{(node.ended or now) - node.started:.1f} s"
 
 
-def _table(run_id: str, nodes: list[dict[str, Any]], status: str) -> Any:
+def _table(run_id: str, nodes: list[NodeRecord], status: str) -> Any:
     from rich.table import Table
 
     now = time.time()
@@ -36,10 +36,10 @@ def _table(run_id: str, nodes: list[dict[str, Any]], status: str) -> Any:
     for column in ("step", "status", "duration", "cached", "task"):
         tbl.add_column(column)
     for node in nodes:
-        style = _STYLE.get(node["status"], "")
-        tbl.add_row(node["name"], f"[{style}]{node['status']}[/]" if style else node["status"],
-                    _duration(node, now), "yes" if node["status"] == "cached" else "",
-                    (node["task"] or "")[:12])
+        style = _STYLE.get(node.status, "")
+        tbl.add_row(node.name, f"[{style}]{node.status}[/]" if style else node.status,
+                    _duration(node, now), "yes" if node.status == "cached" else "",
+                    (node.task or "")[:12])
     return tbl
 
 
@@ -75,10 +75,10 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
         finished = done()
         now = time.time()
         for node in store.list_nodes(run_id):
-            if seen.get(node["name"]) != node["status"]:
-                seen[node["name"]] = node["status"]
-                extra = f"  {_duration(node, now)}" if node["ended"] else ""
-                stream.write(f"{node['name']:<24} {node['status']}{extra}\n")
+            if seen.get(node.name) != node.status:
+                seen[node.name] = node.status
+                extra = f"  {_duration(node, now)}" if node.ended else ""
+                stream.write(f"{node.name:<24} {node.status}{extra}\n")
                 stream.flush()
         if finished:
             return status()

@@ -202,26 +202,26 @@ def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict
     nodes = []
     for node in store.list_nodes(run_id):
         entry: dict[str, Any] = {
-            "name": node["name"], "parents": node["parents"], "status": node["status"],
-            "task": node["task"], "started": node["started"], "ended": node["ended"],
-            "duration": _duration(node["started"], node["ended"]),
-            "attempt": node["attempt"], "cached": node["status"] == "cached",
-            "cache_key": node["cache_key"], "parameters": {}, "outputs": [], "runs": []}
-        if node["task"]:
-            step = store.get_task(node["task"])
+            "name": node.name, "parents": node.parents, "status": node.status,
+            "task": node.task, "started": node.started, "ended": node.ended,
+            "duration": _duration(node.started, node.ended),
+            "attempt": node.attempt, "cached": node.status == "cached",
+            "cache_key": node.cache_key, "parameters": {}, "outputs": [], "runs": []}
+        if node.task:
+            step = store.get_task(node.task)
             entry["reason"] = step.status_reason
             entry["parameters"] = {key: p.value for key, p in
-                                   store.get_parameters(node["task"]).items()}
+                                   store.get_parameters(node.task).items()}
             entry["outputs"] = [{"name": a.name, "type": a.ref.type, "size": a.ref.size,
                                  "digest": a.ref.digest, "preview": a.preview}
-                                for a in store.list_artifacts(node["task"])]
+                                for a in store.list_artifacts(node.task)]
             if depth > 0:
-                entry["runs"] = _nested(store, node["task"], step, depth - 1)
+                entry["runs"] = _nested(store, node.task, step, depth - 1)
         nodes.append(entry)
     return {
         "id": run_id, "name": task.name, "project": task.project, "status": task.status,
-        "reason": task.status_reason, "version": run["version"],
-        "structure_hash": run["structure_hash"], "origin": run["origin"],
+        "reason": task.status_reason, "version": run.version,
+        "structure_hash": run.structure_hash, "origin": run.origin,
         "parent": task.parent, "created": task.created, "started": task.started,
         "ended": task.ended, "duration": _duration(task.started, task.ended),
         "parameters": {p.name: p.value for p in store.get_parameters(run_id).values()
@@ -238,7 +238,7 @@ def _nested(store: Store, task_id: str, step: TaskInfo, depth: int) -> list[dict
     """
     ids = [task_id] if step.type == TaskType.controller.value and _has_run(store, task_id) \
         else []
-    ids += [r["id"] for r in reversed(store.list_runs(parent=task_id))]
+    ids += [r.id for r in reversed(store.list_runs(parent=task_id))]
     return [run_view(i, store=store, depth=depth) for i in ids]
 
 

@@ -19,7 +19,7 @@ def assert_cascade(run_id: str, pipe: Any = None) -> None:
     assert not left, f"run {run_id} ended with open step tasks {left}"
     nodes = store.list_nodes(run_id)
     assert nodes, f"run {run_id} recorded no nodes in the store"
-    open_nodes = [(n["name"], n["status"]) for n in nodes if n["status"] in OPEN_NODE]
+    open_nodes = [(n.name, n.status) for n in nodes if n.status in OPEN_NODE]
     assert not open_nodes, f"run {run_id} ended with open nodes {open_nodes}"
     if pipe is not None:
         live = [(n.name, n.status) for n in pipe.get_pipeline_dag().values()
@@ -28,7 +28,7 @@ def assert_cascade(run_id: str, pipe: Any = None) -> None:
 
 
 def node_statuses(run_id: str) -> dict[str, str]:
-    return {n["name"]: n["status"] for n in get_store().list_nodes(run_id)}
+    return {n.name: n.status for n in get_store().list_nodes(run_id)}
 
 
 def step_tasks(run_id: str) -> dict[str, Any]:

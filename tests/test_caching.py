@@ -114,8 +114,8 @@ def test_second_process_runs_nothing_and_succeeds(scripted: Scripted) -> None:
                                      "d": "cached"}
     assert get_store().get_task(second).status == "completed"
     # the cached nodes point at the first run's tasks: their outputs are plugged in
-    first_tasks = {n["name"]: n["task"] for n in get_store().list_nodes(first)}
-    assert {n["name"]: n["task"] for n in get_store().list_nodes(second)} == first_tasks
+    first_tasks = {n.name: n.task for n in get_store().list_nodes(first)}
+    assert {n.name: n.task for n in get_store().list_nodes(second)} == first_tasks
     assert_cascade(second)
 
 
@@ -158,8 +158,8 @@ def test_no_cache_forces_a_rerun_that_then_serves(scripted: Scripted) -> None:
     third, ran = scripted.run()
     assert ran == set()
     # the refreshed run's tasks are the newest results
-    assert {n["task"] for n in get_store().list_nodes(third)} == \
-        {n["task"] for n in get_store().list_nodes(refreshed)}
+    assert {n.task for n in get_store().list_nodes(third)} == \
+        {n.task for n in get_store().list_nodes(refreshed)}
 
 
 # -- in-process pipelines ------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_cached_step_counts_as_success_and_runs_post_callbacks(tmp_path: Path) -
     second = _pipe(marker, post=lambda pipeline, node: seen.append((node.status, node.executed)))
     run_locally(second)
     assert second.is_successful()
-    produced = get_store().list_nodes(first.id)[0]["task"]
+    produced = get_store().list_nodes(first.id)[0].task
     assert seen == [("cached", produced)]
     assert second.get_pipeline_dag()["flaky"].executed == produced
 
@@ -233,7 +233,7 @@ def test_archived_results_are_not_reused(tmp_path: Path) -> None:
     marker.touch()
     first = _pipe(marker)
     run_locally(first)
-    get_store().set_archived(get_store().list_nodes(first.id)[0]["task"], True)
+    get_store().set_archived(get_store().list_nodes(first.id)[0].task, True)
     second = _pipe(marker)
     run_locally(second)
     assert CALLS == ["flaky", "flaky"]
@@ -257,7 +257,7 @@ def test_a_result_whose_object_is_gone_is_not_reused() -> None:
     first = pipe()
     run_locally(first)
     store = get_store()
-    produced = store.list_nodes(first.id)[0]["task"]
+    produced = store.list_nodes(first.id)[0].task
     [artifact] = store.list_artifacts(produced)
     assert artifact.ref.inline is None
     store.blobs.path(artifact.ref.digest).unlink()
@@ -314,7 +314,7 @@ def test_cache_lookup_plugin_answers_first(tmp_path: Path) -> None:
     marker.touch()
     first = _pipe(marker, cache=False)
     run_locally(first)
-    produced = get_store().list_nodes(first.id)[0]["task"]
+    produced = get_store().list_nodes(first.id)[0].task
     asked: list[str] = []
 
     class Remote:
@@ -452,7 +452,7 @@ def test_decorator_components_with_cache_are_reused() -> None:
     assert decorated(x=2) == 10  # doubled(2) and doubled(3): one of them is cached
     assert sorted(CALLS) == ["doubled", "doubled", "doubled", "summed", "summed"]
     runs = get_store().list_runs(name="decorated-cache")
-    assert [set(node_statuses(r["id"]).values()) for r in runs][1] == {"cached"}
+    assert [set(node_statuses(r.id).values()) for r in runs][1] == {"cached"}
 
 
 def test_docs_example_is_cached_the_second_time(tmp_path: Path) -> None:

@@ -467,7 +467,7 @@ def test_tasks_abort_stops_a_live_run(marks: Path) -> None:
         started = marks / "wait.started"
         poll(started.exists, 30, "the step to start")
         step_pid = int(poll(started.read_text, 5, "the step's pid"))
-        run = poll(lambda: store.list_runs(), 10, "the run")[0]["id"]
+        run = poll(lambda: store.list_runs(), 10, "the run")[0].id
         assert statuses(show(run)) == {"wait": "in_progress"}
         began = time.monotonic()
         abort = pk("tasks", "abort", run[:12])

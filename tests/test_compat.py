@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipekit import PipelineController, Task
-from pipekit.models import TaskInfo
+from pipekit.models import NodeRecord, TaskInfo
 from pipekit.store import get_store
 
 COMPAT = Path(__file__).resolve().parent / "compat"
@@ -69,8 +69,8 @@ def params(task_id: str) -> dict[str, str]:
     return Task(task_id).get_parameters()
 
 
-def nodes(run_id: str) -> dict[str, dict]:
-    return {n["name"]: n for n in get_store().list_nodes(run_id)}
+def nodes(run_id: str) -> dict[str, NodeRecord]:
+    return {n.name: n for n in get_store().list_nodes(run_id)}
 
 
 # -- PipelineDecorator ---------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_pipeline_from_decorator(tmp_path: Path, mode: str) -> None:
     assert run.status == "completed", run.status_reason
     assert params(run.id) == {"Args/rows": "20", "Args/mock_parameter": "mock"}
     assert Task(run.id).get_parameters(cast=True)["Args/rows"] == 20
-    assert get_store().get_run(run.id)["version"] == "1.0.0"
+    assert get_store().get_run(run.id).version == "1.0.0"
 
     # one task per component, children of the controller task, each completed
     steps = steps_of(run.id)
@@ -118,8 +118,8 @@ def test_pipeline_from_decorator(tmp_path: Path, mode: str) -> None:
     # to the producing step's artifact, which makes that step a parent
     assert params(one_.id) == {"kwargs/rows": "20"}
     assert params(two.id)["kwargs_artifacts/data_frame"] == f"{one_.id}.data_frame"
-    assert nodes(run.id)["step_two"]["parents"] == ["step_one"]
-    assert all(n["status"] == "completed" for n in nodes(run.id).values())
+    assert nodes(run.id)["step_two"].parents == ["step_one"]
+    assert all(n.status == "completed" for n in nodes(run.id).values())
 
     # PipelineDecorator.get_logger / upload_artifact inside a step act on the controller
     assert Task(run.id).artifacts["model_card"].get() == {"kind": "linear", "rows": 20}
@@ -178,8 +178,8 @@ def test_pipeline_from_functions(tmp_path: Path) -> None:
 
     # the DAG: parents found from the references alone
     dag = nodes(run.id)
-    assert dag["step_two"]["parents"] == ["step_one"]
-    assert set(dag["step_three"]["parents"]) == {"step_one", "step_two"}
+    assert dag["step_two"].parents == ["step_one"]
+    assert set(dag["step_three"].parents) == {"step_one", "step_two"}
 
     # PipelineController.upload_artifact / get_logger() from inside a step land on the
     # controller task; the step's own logger stays on the step
@@ -255,9 +255,9 @@ def test_pipeline_from_tasks(tmp_path: Path) -> None:
     assert train.get_last_scalar_metrics()["test"]["max_error"]["last"] == 0.0
 
     dag = nodes(run.id)
-    assert dag["stage_process"]["parents"] == ["stage_data"]
-    assert dag["stage_train"]["parents"] == ["stage_process"]
-    assert {n: d["task"] for n, d in dag.items()} == {n: s.id for n, s in steps.items()}
+    assert dag["stage_process"].parents == ["stage_data"]
+    assert dag["stage_train"].parents == ["stage_process"]
+    assert {n: d.task for n, d in dag.items()} == {n: s.id for n, s in steps.items()}
 
 
 # -- callbacks -----------------------------------------------------------------------------------
@@ -315,8 +315,8 @@ def test_pipeline_callbacks(tmp_path: Path) -> None:
     node_lines = {line.split(" ", 1)[0]: line for line in lines(out, "NODE")}
     assert node_lines["stage_skipped"] == "stage_skipped status=skipped executed=None"
     assert node_lines["after_skipped"] == "after_skipped status=skipped executed=None"
-    assert nodes(run.id)["stage_skipped"]["status"] == "skipped"
-    assert nodes(run.id)["stage_skipped"]["task"] is None
+    assert nodes(run.id)["stage_skipped"].status == "skipped"
+    assert nodes(run.id)["stage_skipped"].task is None
 
     # a function step reading a task step's artifact through its url
     assert Task(steps["summary"].id).artifacts["summary"].get() == {"rows": 12}

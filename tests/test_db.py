@@ -260,3 +260,105 @@ def test_db_file_is_private_even_with_a_permissive_umask(run_py, tmp_path):
 
 def test_db_file_mode_in_this_process(store):
     assert stat.S_IMODE(db_path(store).stat().st_mode) == 0o600
+
+
+# -- the dialect: what differs between SQLite and PostgreSQL -----------------------------------
+
+
+def test_the_dialect_is_picked_from_the_database_class(store):
+    import peewee
+    from playhouse.db_url import connect
+    from playhouse.postgres_ext import PostgresqlExtDatabase
+
+    from pipekit.errors import StoreError
+    from pipekit.store.dialect import POSTGRESQL, SQLITE, dialect_for
+
+    assert store.dialect is SQLITE
+    assert dialect_for(peewee.SqliteDatabase(":memory:")) is SQLITE
+    # Built without connecting: PostgreSQL is not needed to pick its dialect.
+    assert dialect_for(peewee.PostgresqlDatabase("pipekit")) is POSTGRESQL
+    assert dialect_for(connect("postgresql://someone@localhost:5432/pipekit")) is POSTGRESQL
+    assert dialect_for(PostgresqlExtDatabase("pipekit")) is POSTGRESQL
+    with pytest.raises(StoreError, match="SQLite or PostgreSQL"):
+        dialect_for(peewee.MySQLDatabase("pipekit"))
+
+
+def test_the_dialects_hold_what_differs():
+    from pipekit.store.dialect import POSTGRESQL, SQLITE
+
+    assert (SQLITE.begin, SQLITE.param, SQLITE.integrity_check) == (
+        "IMMEDIATE", "?", "PRAGMA integrity_check")
+    assert (POSTGRESQL.begin, POSTGRESQL.param, POSTGRESQL.integrity_check) == (
+        None, "%s", "SELECT 'ok'")
+    assert SQLITE.claim_lock == ""
+    assert POSTGRESQL.claim(2).endswith(" FOR UPDATE OF e SKIP LOCKED")
+    assert POSTGRESQL.claim(2).count("%s") == 2 and "?" not in POSTGRESQL.claim(2)
+    assert SQLITE.claim(3).count("?") == 3
+
+
+def test_every_statement_gets_the_postgresql_placeholders():
+    from pipekit.store import statements
+    from pipekit.store.dialect import POSTGRESQL, SQLITE
+
+    texts = [v for k, v in vars(statements).items() if k.isupper() and isinstance(v, str)]
+    texts += [statements.set_status(("status", "last_update"), 2),
+              statements.update_node(("status", "task")), statements.claim(2)]
+    assert "LAST_SCALARS" in vars(statements)  # Store.last_scalars goes through the dialect too
+    for text in texts:
+        assert SQLITE.sql(text) is text
+        rewritten = POSTGRESQL.sql(text)
+        assert "?" not in rewritten and rewritten.count("%s") == text.count("?"), text
+
+
+class _DriverError(Exception):
+    """What psycopg2 (``pgcode``) or psycopg 3 (``sqlstate``) raises."""
+
+    def __init__(self, message: str, pgcode: str | None = None, sqlstate: str | None = None):
+        super().__init__(message)
+        self.pgcode = pgcode
+        self.sqlstate = sqlstate
+
+
+def _wrapped(driver_error: Exception):
+    """The error as peewee re-raises it: its own class, made from the driver's error."""
+    import peewee
+
+    return peewee.OperationalError(driver_error, *driver_error.args)
+
+
+def test_which_errors_retry_the_whole_transaction():
+    import peewee
+
+    from pipekit.store.dialect import POSTGRESQL, SQLITE
+
+    assert SQLITE.is_retryable(peewee.OperationalError("database is locked"))
+    assert SQLITE.is_retryable(peewee.OperationalError("database is busy"))
+    assert not SQLITE.is_retryable(peewee.OperationalError("no such table: task"))
+    assert not SQLITE.is_retryable(_wrapped(_DriverError("could not serialize", "40001")))
+    for code in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
+        assert POSTGRESQL.is_retryable(_wrapped(_DriverError("retry me", pgcode=code)))
+        assert POSTGRESQL.is_retryable(_wrapped(_DriverError("retry me", sqlstate=code)))
+    assert not POSTGRESQL.is_retryable(_wrapped(_DriverError("duplicate key", "23505")))
+    assert not POSTGRESQL.is_retryable(peewee.OperationalError("database is locked"))
+
+
+def test_write_retries_what_the_dialect_calls_contention(store):
+    import attrs
+
+    from pipekit.store.db import write
+
+    dialect = attrs.evolve(store.dialect, retry_sqlstates=("40001",))
+    calls = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _wrapped(_DriverError("could not serialize access", "40001"))
+        return "done"
+
+    assert write(store.db, fn, dialect) == "done"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(Exception, match="could not serialize"):  # not retried by SQLite's
+        write(store.db, fn, store.dialect)
+    assert len(calls) == 1

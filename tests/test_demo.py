@@ -21,8 +21,8 @@ def test_demo_pipeline_completes_and_says_where_to_look(pipekit_home):
     [run] = store.find_tasks(type=["controller"])
     assert run.status == "completed" and run.name == "polyfit"
     nodes = store.list_nodes(run.id)
-    assert [n["name"] for n in nodes] == ["load", "split", "fit_degree_1", "fit_degree_3",
+    assert [n.name for n in nodes] == ["load", "split", "fit_degree_1", "fit_degree_3",
                                           "fit_degree_7", "pick_best"]
-    assert {n["status"] for n in nodes} == {"completed"}
+    assert {n.status for n in nodes} == {"completed"}
     # the live view printed each step's progress (plain lines: stdout is not a terminal)
     assert "pick_best                completed" in proc.stdout

@@ -25,6 +25,7 @@ import pytest
 from pipeline_helpers import assert_cascade, node_statuses, step_tasks
 
 from pipekit import PipelineController, PipelineDecorator, Task
+from pipekit.models import RunSummary
 from pipekit.runs import run_view
 from pipekit.store import get_store
 
@@ -44,13 +45,13 @@ def builtin_plugins_in_children(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPEKIT_PLUGINS", "")
 
 
-def runs_named(name: str) -> list[dict[str, Any]]:
+def runs_named(name: str) -> list[RunSummary]:
     return get_store().list_runs(name=name)
 
 
 def node_task(run_id: str, name: str) -> Any:
     """The task of node ``name`` of run ``run_id`` (a nested run renames its task)."""
-    [task_id] = [n["task"] for n in get_store().list_nodes(run_id) if n["name"] == name]
+    [task_id] = [n.task for n in get_store().list_nodes(run_id) if n.name == name]
     return get_store().get_task(task_id)
 
 
@@ -116,33 +117,33 @@ def test_a_decorated_pipeline_called_from_a_component_is_a_nested_run(mode):
     store = get_store()
     [outer] = runs_named("outer")
     [inner] = runs_named("inner")
-    assert outer["status"] == "completed" and inner["status"] == "completed"
-    outer_steps = step_tasks(outer["id"])
+    assert outer.status == "completed" and inner.status == "completed"
+    outer_steps = step_tasks(outer.id)
     assert set(outer_steps) == {"call_inner", "times_ten"}  # the inner steps are not its own
     caller = outer_steps["call_inner"]
     # The inner run is a run of its own: its controller task is a child of the calling step.
-    assert inner["id"] != outer["id"]
-    inner_task = store.get_task(inner["id"])
+    assert inner.id != outer.id
+    inner_task = store.get_task(inner.id)
     assert inner_task.type == "controller" and inner_task.parent == caller.id
-    assert store.get_parameters(inner["id"])["Args/n"].value == "3"
-    assert store.get_run(inner["id"])["version"] == "1.0.0"
-    inner_steps = step_tasks(inner["id"])
+    assert store.get_parameters(inner.id)["Args/n"].value == "3"
+    assert store.get_run(inner.id).version == "1.0.0"
+    inner_steps = step_tasks(inner.id)
     assert {name: t.status for name, t in inner_steps.items()} == {
         "square": "completed", "add_one": "completed"}
-    assert node_statuses(inner["id"]) == {"square": "completed", "add_one": "completed"}
+    assert node_statuses(inner.id) == {"square": "completed", "add_one": "completed"}
     assert Task(inner_steps["add_one"].id).artifacts["out"].get() == 10
     # The inner pipeline's result is the component's return value, and flows to the next step.
     assert Task(caller.id).artifacts["out"].get() == 10
     consumer = store.get_parameters(outer_steps["times_ten"].id)
     assert consumer["kwargs_artifacts/value"].value == f"{caller.id}.out"
     assert Task(outer_steps["times_ten"].id).artifacts["out"].get() == 100
-    assert node_statuses(outer["id"]) == {"call_inner": "completed", "times_ten": "completed"}
-    assert_cascade(inner["id"])
-    assert_cascade(outer["id"])
+    assert node_statuses(outer.id) == {"call_inner": "completed", "times_ten": "completed"}
+    assert_cascade(inner.id)
+    assert_cascade(outer.id)
 
-    view = run_view(outer["id"])
+    view = run_view(outer.id)
     calling = view_node(view, "call_inner")
-    assert [r["id"] for r in calling["runs"]] == [inner["id"]]
+    assert [r["id"] for r in calling["runs"]] == [inner.id]
     nested = calling["runs"][0]
     assert (nested["name"], nested["status"], nested["parent"]) == (
         "inner", "completed", caller.id)
@@ -150,7 +151,7 @@ def test_a_decorated_pipeline_called_from_a_component_is_a_nested_run(mode):
     assert [(n["name"], n["status"], n["parents"]) for n in nested["nodes"]] == [
         ("square", "completed", []), ("add_one", "completed", ["square"])]
     assert nested_summary(view) == [
-        (inner["id"], "inner", "completed", {"square": "completed", "add_one": "completed"})]
+        (inner.id, "inner", "completed", {"square": "completed", "add_one": "completed"})]
     assert view_node(view, "times_ten")["runs"] == []
 
 
@@ -171,13 +172,13 @@ def test_each_nested_call_is_its_own_run_listed_under_the_calling_node():
 
     [outer] = runs_named("outer-twice")
     inner = runs_named("inner")
-    assert len(inner) == 2 and {r["status"] for r in inner} == {"completed"}
-    caller = step_tasks(outer["id"])["call_inner_twice"]
-    assert {get_store().get_task(r["id"]).parent for r in inner} == {caller.id}
-    calling = view_node(run_view(outer["id"]), "call_inner_twice")
+    assert len(inner) == 2 and {r.status for r in inner} == {"completed"}
+    caller = step_tasks(outer.id)["call_inner_twice"]
+    assert {get_store().get_task(r.id).parent for r in inner} == {caller.id}
+    calling = view_node(run_view(outer.id), "call_inner_twice")
     # In the order they ran, each with its own Args.
     assert [(r["id"], r["parameters"]) for r in calling["runs"]] == [
-        (r["id"], {"n": str(n)}) for r, n in zip(reversed(inner), (1, 2), strict=True)]
+        (r.id, {"n": str(n)}) for r, n in zip(reversed(inner), (1, 2), strict=True)]
 
 
 @PipelineDecorator.component(return_values=["out"])
@@ -208,15 +209,15 @@ def test_a_failing_nested_run_fails_the_calling_step_and_the_outer_run():
 
     [outer] = runs_named("outer-of-failing")
     [inner] = runs_named("failing-inner")
-    assert inner["status"] == "failed" and "refuse" in inner["status_reason"]
-    assert outer["status"] == "failed"
-    assert node_statuses(outer["id"]) == {"call_failing_inner": "failed",
+    assert inner.status == "failed" and "refuse" in inner.status_reason
+    assert outer.status == "failed"
+    assert node_statuses(outer.id) == {"call_failing_inner": "failed",
                                           "times_ten": "skipped"}
-    assert node_statuses(inner["id"]) == {"refuse": "failed"}
-    calling = view_node(run_view(outer["id"]), "call_failing_inner")
-    assert [(r["id"], r["status"]) for r in calling["runs"]] == [(inner["id"], "failed")]
-    assert_cascade(inner["id"])
-    assert_cascade(outer["id"])
+    assert node_statuses(inner.id) == {"refuse": "failed"}
+    calling = view_node(run_view(outer.id), "call_failing_inner")
+    assert [(r["id"], r["status"]) for r in calling["runs"]] == [(inner.id, "failed")]
+    assert_cascade(inner.id)
+    assert_cascade(outer.id)
 
 
 NESTED_SCRIPT = """
@@ -260,15 +261,15 @@ def test_a_nested_decorated_pipeline_under_pipekit_run_is_its_own_run(tmp_path, 
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "result 9" in proc.stdout
 
-    runs = {r["name"]: r for r in get_store().list_runs()}
+    runs = {r.name: r for r in get_store().list_runs()}
     assert set(runs) == {"outer", "inner"}, sorted(runs)
-    assert {r["status"] for r in runs.values()} == {"completed"}
-    assert node_statuses(runs["outer"]["id"]) == {"call_inner": "completed"}
-    assert node_statuses(runs["inner"]["id"]) == {"square": "completed"}
-    caller = node_task(runs["outer"]["id"], "call_inner")
-    assert get_store().get_task(runs["inner"]["id"]).parent == caller.id
-    assert [r["id"] for r in view_node(run_view(runs["outer"]["id"]), "call_inner")["runs"]] \
-        == [runs["inner"]["id"]]
+    assert {r.status for r in runs.values()} == {"completed"}
+    assert node_statuses(runs["outer"].id) == {"call_inner": "completed"}
+    assert node_statuses(runs["inner"].id) == {"square": "completed"}
+    caller = node_task(runs["outer"].id, "call_inner")
+    assert get_store().get_task(runs["inner"].id).parent == caller.id
+    assert [r["id"] for r in view_node(run_view(runs["outer"].id), "call_inner")["runs"]] \
+        == [runs["inner"].id]
 
 
 # -- (b) a controller task as a step of another pipeline ----------------------------------------
@@ -335,8 +336,8 @@ def run_script(path: Path) -> str:
                           cwd=path.parent, env=dict(os.environ), timeout=120)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     [run] = runs_named("inner-script")
-    assert run["status"] == "completed"
-    return run["id"]
+    assert run.status == "completed"
+    return run.id
 
 
 @pytest.mark.parametrize("script", [INNER_CONTROLLER, INNER_DECORATED],
@@ -362,9 +363,9 @@ def test_a_finished_run_as_a_step_reruns_its_script_with_the_overrides(tmp_path,
     assert step.id != template and step.type == "controller" and step.parent == pipe.id
     assert step.status == "completed"
     run = store.get_run(step.id)
-    assert run["origin"] == template
-    assert run["version"] == "1.0.0"
-    assert run["structure_hash"] == store.get_run(template)["structure_hash"]
+    assert run.origin == template
+    assert run.version == "1.0.0"
+    assert run.structure_hash == store.get_run(template).structure_hash
     assert store.get_parameters(step.id)["Args/x"].value == "5"
     assert node_statuses(step.id) == {"square": "completed", "add_one": "completed"}
     inner_steps = step_tasks(step.id)

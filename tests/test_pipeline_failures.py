@@ -225,8 +225,8 @@ def test_retry_on_failure_runs_fresh_tasks_until_one_succeeds(where, tmp_path):
     assert node.executed == node.tasks[-1]
     assert Task(node.tasks[-1]).artifacts["attempts"].get() == 3
     assert Task(pipe.get_pipeline_dag()["after"].executed).artifacts["out"].get() == 3
-    (row,) = [n for n in store.list_nodes(run_id) if n["name"] == "flaky"]
-    assert (row["status"], row["attempt"], row["task"]) == ("completed", 2, node.tasks[-1])
+    (row,) = [n for n in store.list_nodes(run_id) if n.name == "flaky"]
+    assert (row.status, row.attempt, row.task) == ("completed", 2, node.tasks[-1])
     assert store.get_task(run_id).status == "completed"
     assert_cascade(run_id, pipe)
 

@@ -101,7 +101,7 @@ def test_function_steps_pass_values_and_are_child_tasks_in_every_executor(execut
 
     dag = pipe.get_pipeline_dag()
     assert (dag["source"].executed, dag["combine"].executed) == (source.id, comb.id)
-    nodes = {n["name"]: (n["status"], n["task"], n["parents"]) for n in store.list_nodes(run_id)}
+    nodes = {n.name: (n.status, n.task, n.parents) for n in store.list_nodes(run_id)}
     assert nodes == {"source": ("completed", source.id, []),
                      "combine": ("completed", comb.id, ["source"])}
     assert_cascade(run_id, pipe)

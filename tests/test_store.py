@@ -1,5 +1,11 @@
-"""The Store facade: tasks, parameters, configuration, status, clones, queues — within one
-process, across processes, and under the 8-process write stress of the acceptance criteria."""
+"""The Store contract: tasks, parameters, configuration, status, clones, queues, runs and
+claims — within one process, across processes, and under the 8-process write stress of the
+acceptance criteria.
+
+Written once as :class:`StoreContract` and run over SQLite by :class:`TestSqliteStore`; a
+second backend (PostgreSQL) subclasses the contract with its own ``store`` fixture and runs it
+unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,25 @@ import textwrap
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from strategies import param_dicts
 
 from pipekit import params as P
 from pipekit.errors import QueueNotFound, TaskNotFound, TaskStateError
-from pipekit.models import ParamInfo, Status
-from pipekit.store import Store
+from pipekit.models import (
+    CacheEntry,
+    NodeRecord,
+    ParamInfo,
+    PipelineRecord,
+    RunRecord,
+    RunSummary,
+    Status,
+)
+from pipekit.store import Store, get_store
 from pipekit.store import tables as t
+from pipekit.store.dialect import SQLITE
 from pipekit.testing import wait_until
 
 
@@ -56,152 +72,7 @@ def finish_children(tmp_path: Path, procs: list[subprocess.Popen], timeout: floa
              (tmp_path / f"child{n}.err").read_text()) for n, proc in enumerate(procs)]
 
 
-# -- tasks ----------------------------------------------------------------------------------
-
-
-def test_create_and_get_task_round_trips_every_field(store: Store):
-    info = store.create_task(
-        project="proj", name="train", type="testing", tags=["a", "b", "a"],
-        script={"path": "/x/train.py", "argv": ["--lr", "0.1"]}, code_digest="d" * 64,
-        code="print('hi')",
-        params=[ParamInfo("Args", "lr", "0.1", "float"), ParamInfo("General", "n", "3", "int")],
-        configurations={"cfg": ('{"k": 1}', "json")},
-    )
-    got = store.get_task(info.id)
-    assert got == info
-    assert (got.project, got.name, got.type, got.status) == ("proj", "train", "testing",
-                                                             "created")
-    assert got.tags == ("a", "b")  # de-duplicated, order kept
-    assert got.script == {"path": "/x/train.py", "argv": ["--lr", "0.1"]}
-    assert got.code_digest == "d" * 64
-    assert got.started is None and got.ended is None
-    assert got.log_path == str(store.log_path(info.id))
-    assert list(store.get_parameters(info.id)) == ["Args/lr", "General/n"]
-    assert store.get_configuration(info.id, "cfg") == ('{"k": 1}', "json")
-    assert store.list_projects() == ["proj"]
-
-
-def test_get_unknown_task_raises_task_not_found_naming_it(store: Store):
-    with pytest.raises(TaskNotFound, match="nope"):
-        store.get_task("nope")
-    with pytest.raises(TaskNotFound):
-        store.set_parameters("nope", [ParamInfo("General", "x", "1", "int")])
-    with pytest.raises(TaskNotFound):
-        store.update_task("nope", comment="x")
-
-
-def test_find_tasks_filters_and_orders_newest_first(store: Store):
-    a = store.create_task(project="p1", name="a", tags=["x"])
-    b = store.create_task(project="p1", name="b", tags=["x", "y"], type="testing")
-    c = store.create_task(project="p2", name="a", parent=a.id)
-    store.set_status(b.id, Status.in_progress)
-    store.set_archived(c.id, True)
-    ids = lambda tasks: [x.id for x in tasks]  # noqa: E731
-    assert ids(store.find_tasks()) == [c.id, b.id, a.id]
-    assert ids(store.find_tasks(project="p1")) == [b.id, a.id]
-    assert ids(store.find_tasks(name="a")) == [c.id, a.id]
-    assert ids(store.find_tasks(tags=["x"])) == [b.id, a.id]
-    assert ids(store.find_tasks(tags=["x", "y"])) == [b.id]
-    assert ids(store.find_tasks(status=["in_progress"])) == [b.id]
-    assert ids(store.find_tasks(type=["testing"])) == [b.id]
-    assert ids(store.find_tasks(parent=a.id)) == [c.id]
-    assert ids(store.find_tasks(include_archived=False)) == [b.id, a.id]
-    assert ids(store.find_tasks(limit=2)) == [c.id, b.id]
-    assert store.find_tasks(project="none") == []
-
-
-def test_resolve_task_id_by_unique_prefix(store: Store):
-    info = store.create_task(project="p", name="a")
-    assert store.resolve_task_id(info.id) == info.id
-    assert store.resolve_task_id(info.id[:8]) == info.id
-    with pytest.raises(TaskNotFound):
-        store.resolve_task_id(info.id[:3])  # too short to be a prefix
-    with pytest.raises(TaskNotFound):
-        store.resolve_task_id("ffffffffffff")
-
-
-# -- parameters and configuration ---------------------------------------------------------
-
-
-def test_parameters_upsert_and_replace(store: Store):
-    tid = store.create_task(project="p", name="a").id
-    store.set_parameters(tid, [ParamInfo("General", "x", "1", "int"),
-                               ParamInfo("General", "y", "a", "str")])
-    store.set_parameters(tid, [ParamInfo("General", "x", "2", "int", "updated"),
-                               ParamInfo("Args", "z", "True", "bool")])
-    params = store.get_parameters(tid)
-    assert list(params) == ["General/x", "General/y", "Args/z"]  # insertion order, no dupes
-    assert params["General/x"] == ParamInfo("General", "x", "2", "int", "updated")
-    assert params["General/y"].value == "a"
-    assert t.Parameter.select().where(t.Parameter.task == tid).count() == 3
-    store.set_parameters(tid, [ParamInfo("Args", "only", "1", "int")], replace=True)
-    assert list(store.get_parameters(tid)) == ["Args/only"]
-
-
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mapping=param_dicts())
-def test_parameters_round_trip_as_connect_flattens_them(store: Store, mapping):
-    tid = store.create_task(project="p", name="params").id
-    expected = P.to_params("General", mapping)
-    store.set_parameters(tid, expected)
-    got = store.get_parameters(tid)
-    assert list(got.values()) == expected
-    for p in expected:  # every value reads back as the type it was stored with
-        value = P.cast_param(got[p.key])
-        assert P.to_text(value) == p.value
-
-
-def test_configuration_set_get_upsert(store: Store):
-    tid = store.create_task(project="p", name="a").id
-    assert store.get_configuration(tid, "cfg") is None
-    store.set_configuration(tid, "cfg", '{"a": 1}', "json")
-    store.set_configuration(tid, "notes", "free text\nü", "text")
-    store.set_configuration(tid, "cfg", '{"a": 2}', "json")
-    assert store.get_configuration(tid, "cfg") == ('{"a": 2}', "json")
-    assert store.list_configurations(tid) == {"cfg": ('{"a": 2}', "json"),
-                                              "notes": ("free text\nü", "text")}
-
-
-# -- status ---------------------------------------------------------------------------------
-
-
-def test_status_transitions_record_times_and_refuse_illegal_moves(store: Store):
-    tid = store.create_task(project="p", name="a").id
-    assert store.set_status(tid, Status.in_progress, worker="w1")
-    running = store.get_task(tid)
-    assert running.status == "in_progress" and running.started and running.worker == "w1"
-    assert store.set_status(tid, Status.completed)
-    done = store.get_task(tid)
-    assert done.status == "completed" and done.ended >= done.started
-    # A final status is final: neither a second finish nor a late failure moves it.
-    assert not store.set_status(tid, Status.failed, reason="late")
-    assert not store.set_status(tid, Status.completed)
-    assert store.get_task(tid).status == "completed"
-    assert store.get_task(tid).status_reason == ""
-    with pytest.raises(TaskStateError, match="completed"):
-        store.transition(tid, Status.failed)
-    store.transition(tid, Status.completed)  # already there: not an error
-    # Reset is the explicit way back; it clears the run times.
-    assert store.set_status(tid, Status.created)
-    reset = store.get_task(tid)
-    assert (reset.status, reset.started, reset.ended) == ("created", None, None)
-    assert store.set_status(tid, Status.failed, reason="boom")
-    assert store.get_task(tid).status_reason == "boom"
-    assert store.set_status(tid, Status.completed, force=True)
-    with pytest.raises(TaskNotFound):
-        store.set_status("missing", Status.completed)
-
-
-def test_published_is_terminal(store: Store):
-    tid = store.create_task(project="p", name="a", status=Status.in_progress).id
-    store.transition(tid, Status.completed)
-    store.transition(tid, Status.published)
-    for status in Status:
-        if status != Status.published:
-            assert not store.set_status(tid, status)
-    assert store.get_task(tid).status == "published"
-
+# -- what the child processes of the contract run ----------------------------------------------
 
 FINISH_RACE = """
 import json, sys, time
@@ -223,108 +94,25 @@ print(json.dumps(won))
 """
 
 
-@pytest.mark.timeout(90)
-def test_racing_processes_finishing_the_same_tasks_exactly_one_wins(store: Store, tmp_path):
-    ids = [store.create_task(project="race", name=f"t{i}", status=Status.in_progress).id
-           for i in range(150)]
-    (tmp_path / "ids.json").write_text(json.dumps(ids))
-    go = tmp_path / "go"
-    contenders = [Status.completed, Status.failed, Status.stopped]
-    procs = start_children(tmp_path, FINISH_RACE, [
-        [s.value, str(go), str(tmp_path / "ids.json"), str(tmp_path / f"ready{n}")]
-        for n, s in enumerate(contenders)])
-    try:
-        wait_until(lambda: all((tmp_path / f"ready{n}").exists()
-                               for n in range(len(contenders))), 60, "children ready")
-        go.touch()
-    finally:
-        results = finish_children(tmp_path, procs, 60)
-    assert [r[0] for r in results] == [0] * len(contenders), results
-    won = [json.loads(out) for _, out, _ in results]
-    for i, tid in enumerate(ids):
-        winners = [s for s, w in zip(contenders, won, strict=True) if w[i]]
-        assert len(winners) == 1, (tid, winners)
-        info = store.get_task(tid)
-        assert info.status == winners[0].value
-        assert info.status_reason == f"by {winners[0].value}"
+CLAIM_RACE = """
+import json, sys, time
+from pathlib import Path
+from pipekit.store import get_store
 
-
-# -- clone ------------------------------------------------------------------------------------
-
-
-def test_clone_copies_parameters_configuration_and_sets_parent(store: Store):
-    src = store.create_task(
-        project="p", name="orig", script={"path": "/a.py"}, code_digest="c" * 64, code="x=1",
-        tags=["t"], params=[ParamInfo("Args", "lr", "0.1", "float", "learning rate")],
-        configurations={"cfg": ('{"a": 1}', "json"), "txt": ("hello", "text")},
-        status=Status.in_progress)
-    store.set_status(src.id, Status.completed)
-    clone = store.clone_task(src.id)
-    assert clone.id != src.id
-    assert clone.name == "Clone Of orig"
-    assert clone.status == "created" and clone.started is None and clone.ended is None
-    assert clone.parent == src.id
-    assert (clone.project, clone.type, clone.script, clone.code_digest, clone.tags) == (
-        src.project, src.type, src.script, src.code_digest, src.tags)
-    assert store.get_parameters(clone.id) == store.get_parameters(src.id)
-    assert store.list_configurations(clone.id) == store.list_configurations(src.id)
-    assert t.Task.get_by_id(clone.id).code == "x=1"
-    # The copy is independent: changing it leaves the source alone.
-    store.set_parameters(clone.id, [ParamInfo("Args", "lr", "0.5", "float")])
-    assert store.get_parameters(src.id)["Args/lr"].value == "0.1"
-    named = store.clone_task(src.id, name="again", project="other", parent="abc")
-    assert (named.name, named.project, named.parent) == ("again", "other", "abc")
-
-
-# -- queues ---------------------------------------------------------------------------------
-
-
-def test_enqueue_to_unknown_queue_names_it_and_lists_known_ones(store: Store):
-    tid = store.create_task(project="p", name="a").id
-    with pytest.raises(QueueNotFound) as err:
-        store.enqueue(tid, "gpu-nowhere")
-    message = str(err.value)
-    assert "'gpu-nowhere'" in message
-    assert "default" in message and "services" in message
-    assert err.value.queue == "gpu-nowhere"
-    assert store.get_task(tid).status == "created"  # nothing changed
-    assert store.queue_of(tid) is None
-
-
-def test_enqueue_and_queues_ls(store: Store):
-    assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
-        ("default", 0, 0), ("services", 0, 0)]
-    store.ensure_queue("gpu")
-    store.ensure_queue("gpu")  # idempotent
-    a = store.create_task(project="p", name="a").id
-    b = store.create_task(project="p", name="b").id
-    store.enqueue(a, "gpu")
-    store.enqueue(b, "gpu", priority=5)
-    assert store.get_task(a).status == "queued"
-    assert store.queue_of(a) == "gpu"
-    store.set_status(b, Status.in_progress)
-    assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
-        ("default", 0, 0), ("gpu", 1, 1), ("services", 0, 0)]
-    # A running task cannot be queued again; a failed one can, onto another queue.
-    with pytest.raises(TaskStateError):
-        store.enqueue(b, "default")
-    store.set_status(b, Status.failed)
-    store.enqueue(b, "default")
-    assert store.queue_of(b) == "default"
-    assert t.QueueEntry.select().where(t.QueueEntry.task == b).count() == 1
-
-
-def test_queues_ls_cli_json(store: Store):
-    store.ensure_queue("gpu")
-    proc = subprocess.run([str(Path(sys.executable).parent / "pipekit"), "queues", "ls",
-                           "--json"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    names = json.dumps(json.loads(proc.stdout))
-    for name in ("default", "gpu", "services"):
-        assert name in names
-
-
-# -- across processes -------------------------------------------------------------------------
+worker, go = sys.argv[1], Path(sys.argv[2])
+store = get_store()
+store.list_queues()  # connection open, schema checked, before the start line
+Path(sys.argv[3]).touch()  # ready
+deadline = time.monotonic() + 60
+while not go.exists():
+    if time.monotonic() > deadline:
+        sys.exit("never got the go signal")
+    time.sleep(0.001)
+taken = []
+while (task := store.claim(["default"], worker)) is not None:
+    taken.append(task.id)
+print(json.dumps(taken))
+"""
 
 
 CROSS_PROCESS = """
@@ -363,61 +151,6 @@ print(json.dumps({"id": task.id}), file=sys.stderr)
 """
 
 
-def test_task_written_in_another_process_reads_back_fully(run_py):
-    import numpy as np
-    import pandas as pd
-    from strategies import read_tree
-
-    from pipekit import Task
-
-    proc = run_py(CROSS_PROCESS)
-    task_id = json.loads(proc.stderr.strip().splitlines()[-1])["id"]
-    assert "hello from the child process" in proc.stdout
-    task = Task.get_task(task_id=task_id)
-    assert task.data.status == "completed"
-    assert (task.project, task.name) == ("xproc", "writer")
-    assert task.data.script["entry_point"].startswith("snippet_")
-
-    assert task.get_parameters_as_dict(cast=True) == {
-        "General": {"lr": 0.01, "epochs": 3, "name": "résumé", "flags": [1, 2],
-                    "nested/depth": 2},
-        "Data": {"batch": 32},
-    }
-    assert task.get_configuration_object_as_dict("model") == {"model": {"layers": 4}}
-
-    arts = task.artifacts
-    assert sorted(arts) == sorted(["as_json", "as_bytes", "as_numpy", "as_big_numpy",
-                                   "as_frame", "as_file", "as_folder", "as_pickle"])
-    assert {name: arts[name].type for name in arts} == {
-        "as_json": "json", "as_bytes": "bytes", "as_numpy": "numpy", "as_big_numpy": "numpy",
-        "as_frame": "pandas.parquet", "as_file": "file", "as_folder": "folder",
-        "as_pickle": "pickle"}
-    assert arts["as_json"].get() == {"ünï": "cödé", "n": [1, 2.5, None]}
-    assert arts["as_bytes"].get() == b"\x00\x01raw"
-    np.testing.assert_array_equal(arts["as_numpy"].get(),
-                                  np.arange(12, dtype=np.int32).reshape(3, 4))
-    np.testing.assert_array_equal(arts["as_big_numpy"].get(), np.linspace(0, 1, 10_000))
-    pd.testing.assert_frame_equal(arts["as_frame"].get(),
-                                  pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
-    csv = Path(arts["as_file"].get())
-    assert csv.name == "report.csv" and csv.read_text() == "x,y\n1,2\n"
-    tree = Path(arts["as_folder"].get())
-    assert tree.name == "tree"
-    assert read_tree(tree) == {"a.txt": b"alpha", "sub/b.bin": bytes(range(256))}
-    assert arts["as_pickle"].get() == (1, "two", {3: 4})
-
-    scalars = task.get_reported_scalars()
-    assert scalars["loss"]["train"] == {"x": list(range(10)),
-                                        "y": [1.0 / (i + 1) for i in range(10)]}
-    assert scalars["loss"]["val"]["y"][-1] == pytest.approx(0.2)
-    assert task.get_last_scalar_metrics()["loss"]["train"] == {
-        "last": 0.1, "min": 0.1, "max": 1.0}
-    assert task.get_reported_single_values() == {"accuracy": 0.93}
-    log = task.get_log()
-    assert "hello from the child process" in log
-    assert task.data.log_size == len(log.encode())
-
-
 IN_FLIGHT_SCALARS = """
 import json, threading, time
 from pipekit.models import Status
@@ -443,16 +176,6 @@ task.mark_completed()  # must not return before the in-flight batch is stored
 print(json.dumps({"id": task.id, "seen": len(store.scalars(task.id))}))
 """
 
-
-def test_scalars_in_flight_in_the_background_flusher_are_never_lost(run_py, store):
-    """mark_completed (and the exit flush) wait for a batch the background flusher is still
-    writing; before the fix the process could exit with that batch unwritten."""
-    report = json.loads(run_py(IN_FLIGHT_SCALARS).stdout.strip().splitlines()[-1])
-    assert report["seen"] == 50
-    assert len(store.scalars(report["id"])) == 50
-
-
-# -- stress (acceptance) ----------------------------------------------------------------------
 
 STRESS_WORKERS = 8
 STRESS_TASKS = 200
@@ -498,60 +221,498 @@ print(json.dumps({"worker": worker, "ids": ids, "errors": errors,
 """
 
 
-@pytest.mark.timeout(180)
-def test_stress_8_processes_lose_nothing_and_never_see_lock_errors(store: Store, tmp_path):
-    """Acceptance: 8 processes x 200 tasks x (50 scalars + 1 artifact) against one store."""
-    go = tmp_path / "go"
-    procs = start_children(tmp_path, STRESS_CHILD, [
-        [str(w), str(go), str(STRESS_TASKS), str(STRESS_SCALARS)]
-        for w in range(STRESS_WORKERS)])
-    try:
-        wait_until(lambda: all((tmp_path / f"ready{w}").exists()
-                               for w in range(STRESS_WORKERS))
-                   or any(p.poll() is not None for p in procs), 90, "workers ready")
-        go.touch()
-    finally:
-        results = finish_children(tmp_path, procs, 150)
+class StoreContract:
+    """What every store backend must do, through :class:`~pipekit.store.Store` only.
 
-    reports = []
-    for returncode, out, err in results:
-        assert returncode == 0, err
-        assert "database is locked" not in err.lower(), err
-        assert "busy" not in err.lower(), err
-        assert "Traceback" not in err, err
-        report = json.loads(out.strip().splitlines()[-1])
-        assert report["errors"] == [], report["errors"][0]
-        reports.append(report)
-    all_ids = [tid for r in reports for tid in r["ids"]]
-    n_tasks = STRESS_WORKERS * STRESS_TASKS
-    assert len(all_ids) == len(set(all_ids)) == n_tasks
+    A backend's test class subclasses this and provides a ``store`` fixture: that backend's
+    store, opened by :func:`~pipekit.store.get_store` under settings that the processes a test
+    starts inherit through the environment (``PIPEKIT_HOME``, ``PIPEKIT_DB``). Row counts are
+    read through the peewee tables, which are bound to whichever database the store opened.
+    """
 
-    # Every row is present, exactly once.
-    assert t.Task.select().join(t.Project).where(t.Project.name == "stress").count() == n_tasks
-    assert t.Task.select().where(t.Task.status == "completed").count() == n_tasks
-    assert t.Scalar.select().count() == n_tasks * STRESS_SCALARS
-    per_task = {tid: n for tid, n in store.db.execute_sql(
-        "SELECT task_id, COUNT(*) FROM scalar GROUP BY task_id")}
-    assert per_task == {tid: STRESS_SCALARS for tid in all_ids}
-    assert t.Artifact.select().count() == n_tasks
-    from pipekit.artifacts import load_value
+    # -- tasks ---------------------------------------------------------------------------------
 
-    by_task = {a.task_id: a for a in t.Artifact.select()}
-    for report in reports:
-        for i, tid in enumerate(report["ids"]):
-            info = store.get_artifact(tid, "result")
-            assert info.ref.digest == by_task[tid].digest
-            assert load_value(store, info.ref, "result") == {"worker": report["worker"],
-                                                              "i": i}
-    assert store.integrity_check() == "ok"
+    def test_create_and_get_task_round_trips_every_field(self, store: Store):
+        info = store.create_task(
+            project="proj", name="train", type="testing", tags=["a", "b", "a"],
+            script={"path": "/x/train.py", "argv": ["--lr", "0.1"]}, code_digest="d" * 64,
+            code="print('hi')",
+            params=[ParamInfo("Args", "lr", "0.1", "float"), ParamInfo("General", "n", "3", "int")],
+            configurations={"cfg": ('{"k": 1}', "json")},
+        )
+        got = store.get_task(info.id)
+        assert got == info
+        assert (got.project, got.name, got.type, got.status) == ("proj", "train", "testing",
+                                                                 "created")
+        assert got.tags == ("a", "b")  # de-duplicated, order kept
+        assert got.script == {"path": "/x/train.py", "argv": ["--lr", "0.1"]}
+        assert got.code_digest == "d" * 64
+        assert got.started is None and got.ended is None
+        assert got.log_path == str(store.log_path(info.id))
+        assert list(store.get_parameters(info.id)) == ["Args/lr", "General/n"]
+        assert store.get_configuration(info.id, "cfg") == ('{"k": 1}', "json")
+        assert store.list_projects() == ["proj"]
+
+    def test_get_unknown_task_raises_task_not_found_naming_it(self, store: Store):
+        with pytest.raises(TaskNotFound, match="nope"):
+            store.get_task("nope")
+        with pytest.raises(TaskNotFound):
+            store.set_parameters("nope", [ParamInfo("General", "x", "1", "int")])
+        with pytest.raises(TaskNotFound):
+            store.update_task("nope", comment="x")
+
+    def test_find_tasks_filters_and_orders_newest_first(self, store: Store):
+        a = store.create_task(project="p1", name="a", tags=["x"])
+        b = store.create_task(project="p1", name="b", tags=["x", "y"], type="testing")
+        c = store.create_task(project="p2", name="a", parent=a.id)
+        store.set_status(b.id, Status.in_progress)
+        store.set_archived(c.id, True)
+        ids = lambda tasks: [x.id for x in tasks]  # noqa: E731
+        assert ids(store.find_tasks()) == [c.id, b.id, a.id]
+        assert ids(store.find_tasks(project="p1")) == [b.id, a.id]
+        assert ids(store.find_tasks(name="a")) == [c.id, a.id]
+        assert ids(store.find_tasks(tags=["x"])) == [b.id, a.id]
+        assert ids(store.find_tasks(tags=["x", "y"])) == [b.id]
+        assert ids(store.find_tasks(status=["in_progress"])) == [b.id]
+        assert ids(store.find_tasks(type=["testing"])) == [b.id]
+        assert ids(store.find_tasks(parent=a.id)) == [c.id]
+        assert ids(store.find_tasks(include_archived=False)) == [b.id, a.id]
+        assert ids(store.find_tasks(limit=2)) == [c.id, b.id]
+        assert store.find_tasks(project="none") == []
+
+    def test_resolve_task_id_by_unique_prefix(self, store: Store):
+        info = store.create_task(project="p", name="a")
+        assert store.resolve_task_id(info.id) == info.id
+        assert store.resolve_task_id(info.id[:8]) == info.id
+        with pytest.raises(TaskNotFound):
+            store.resolve_task_id(info.id[:3])  # too short to be a prefix
+        with pytest.raises(TaskNotFound):
+            store.resolve_task_id("ffffffffffff")
+
+    def test_a_rolled_back_project_is_not_remembered(self, store):
+        """A task insert that fails must not leave a cached id for a project that was rolled
+        back with it."""
+        store.create_task(project="p", name="first", task_id="a" * 32)
+        with pytest.raises(Exception, match="(?i)unique"):  # SQLite: UNIQUE, PostgreSQL: unique
+            store.create_task(project="fresh", name="dup", task_id="a" * 32)
+        assert "fresh" not in store.list_projects()
+        info = store.create_task(project="fresh", name="ok")
+        assert store.get_task(info.id).project == "fresh"
+
+    # -- parameters and configuration ----------------------------------------------------------
+
+    def test_parameters_upsert_and_replace(self, store: Store):
+        tid = store.create_task(project="p", name="a").id
+        store.set_parameters(tid, [ParamInfo("General", "x", "1", "int"),
+                                   ParamInfo("General", "y", "a", "str")])
+        store.set_parameters(tid, [ParamInfo("General", "x", "2", "int", "updated"),
+                                   ParamInfo("Args", "z", "True", "bool")])
+        params = store.get_parameters(tid)
+        assert list(params) == ["General/x", "General/y", "Args/z"]  # insertion order, no dupes
+        assert params["General/x"] == ParamInfo("General", "x", "2", "int", "updated")
+        assert params["General/y"].value == "a"
+        assert t.Parameter.select().where(t.Parameter.task == tid).count() == 3
+        store.set_parameters(tid, [ParamInfo("Args", "only", "1", "int")], replace=True)
+        assert list(store.get_parameters(tid)) == ["Args/only"]
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(mapping=param_dicts())
+    def test_parameters_round_trip_as_connect_flattens_them(self, store: Store, mapping):
+        tid = store.create_task(project="p", name="params").id
+        expected = P.to_params("General", mapping)
+        store.set_parameters(tid, expected)
+        got = store.get_parameters(tid)
+        assert list(got.values()) == expected
+        for p in expected:  # every value reads back as the type it was stored with
+            value = P.cast_param(got[p.key])
+            assert P.to_text(value) == p.value
+
+    def test_configuration_set_get_upsert(self, store: Store):
+        tid = store.create_task(project="p", name="a").id
+        assert store.get_configuration(tid, "cfg") is None
+        store.set_configuration(tid, "cfg", '{"a": 1}', "json")
+        store.set_configuration(tid, "notes", "free text\nü", "text")
+        store.set_configuration(tid, "cfg", '{"a": 2}', "json")
+        assert store.get_configuration(tid, "cfg") == ('{"a": 2}', "json")
+        assert store.list_configurations(tid) == {"cfg": ('{"a": 2}', "json"),
+                                                  "notes": ("free text\nü", "text")}
+
+    # -- status --------------------------------------------------------------------------------
+
+    def test_status_transitions_record_times_and_refuse_illegal_moves(self, store: Store):
+        tid = store.create_task(project="p", name="a").id
+        assert store.set_status(tid, Status.in_progress, worker="w1")
+        running = store.get_task(tid)
+        assert running.status == "in_progress" and running.started and running.worker == "w1"
+        assert store.set_status(tid, Status.completed)
+        done = store.get_task(tid)
+        assert done.status == "completed" and done.ended >= done.started
+        # A final status is final: neither a second finish nor a late failure moves it.
+        assert not store.set_status(tid, Status.failed, reason="late")
+        assert not store.set_status(tid, Status.completed)
+        assert store.get_task(tid).status == "completed"
+        assert store.get_task(tid).status_reason == ""
+        with pytest.raises(TaskStateError, match="completed"):
+            store.transition(tid, Status.failed)
+        store.transition(tid, Status.completed)  # already there: not an error
+        # Reset is the explicit way back; it clears the run times.
+        assert store.set_status(tid, Status.created)
+        reset = store.get_task(tid)
+        assert (reset.status, reset.started, reset.ended) == ("created", None, None)
+        assert store.set_status(tid, Status.failed, reason="boom")
+        assert store.get_task(tid).status_reason == "boom"
+        assert store.set_status(tid, Status.completed, force=True)
+        with pytest.raises(TaskNotFound):
+            store.set_status("missing", Status.completed)
+
+    def test_published_is_terminal(self, store: Store):
+        tid = store.create_task(project="p", name="a", status=Status.in_progress).id
+        store.transition(tid, Status.completed)
+        store.transition(tid, Status.published)
+        for status in Status:
+            if status != Status.published:
+                assert not store.set_status(tid, status)
+        assert store.get_task(tid).status == "published"
+
+    @pytest.mark.timeout(90)
+    def test_racing_processes_finishing_the_same_tasks_exactly_one_wins(self, store: Store,
+                                                                         tmp_path):
+        ids = [store.create_task(project="race", name=f"t{i}", status=Status.in_progress).id
+               for i in range(150)]
+        (tmp_path / "ids.json").write_text(json.dumps(ids))
+        go = tmp_path / "go"
+        contenders = [Status.completed, Status.failed, Status.stopped]
+        procs = start_children(tmp_path, FINISH_RACE, [
+            [s.value, str(go), str(tmp_path / "ids.json"), str(tmp_path / f"ready{n}")]
+            for n, s in enumerate(contenders)])
+        try:
+            wait_until(lambda: all((tmp_path / f"ready{n}").exists()
+                                   for n in range(len(contenders))), 60, "children ready")
+            go.touch()
+        finally:
+            results = finish_children(tmp_path, procs, 60)
+        assert [r[0] for r in results] == [0] * len(contenders), results
+        won = [json.loads(out) for _, out, _ in results]
+        for i, tid in enumerate(ids):
+            winners = [s for s, w in zip(contenders, won, strict=True) if w[i]]
+            assert len(winners) == 1, (tid, winners)
+            info = store.get_task(tid)
+            assert info.status == winners[0].value
+            assert info.status_reason == f"by {winners[0].value}"
+
+    # -- clone ---------------------------------------------------------------------------------
+
+    def test_clone_copies_parameters_configuration_and_sets_parent(self, store: Store):
+        src = store.create_task(
+            project="p", name="orig", script={"path": "/a.py"}, code_digest="c" * 64, code="x=1",
+            tags=["t"], params=[ParamInfo("Args", "lr", "0.1", "float", "learning rate")],
+            configurations={"cfg": ('{"a": 1}', "json"), "txt": ("hello", "text")},
+            status=Status.in_progress)
+        store.set_status(src.id, Status.completed)
+        clone = store.clone_task(src.id)
+        assert clone.id != src.id
+        assert clone.name == "Clone Of orig"
+        assert clone.status == "created" and clone.started is None and clone.ended is None
+        assert clone.parent == src.id
+        assert (clone.project, clone.type, clone.script, clone.code_digest, clone.tags) == (
+            src.project, src.type, src.script, src.code_digest, src.tags)
+        assert store.get_parameters(clone.id) == store.get_parameters(src.id)
+        assert store.list_configurations(clone.id) == store.list_configurations(src.id)
+        assert t.Task.get_by_id(clone.id).code == "x=1"
+        # The copy is independent: changing it leaves the source alone.
+        store.set_parameters(clone.id, [ParamInfo("Args", "lr", "0.5", "float")])
+        assert store.get_parameters(src.id)["Args/lr"].value == "0.1"
+        named = store.clone_task(src.id, name="again", project="other", parent="abc")
+        assert (named.name, named.project, named.parent) == ("again", "other", "abc")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def test_runs_nodes_pipelines_and_cache_entries_are_frozen_records(self, store: Store):
+        run = store.create_task(project="p", name="pipe", type="controller",
+                                status=Status.in_progress).id
+        dag = {"nodes": [{"name": "a", "parents": []}, {"name": "b", "parents": ["a"]}]}
+        store.create_run(run, dag=dag, version="1.0.0", structure_hash="h" * 64,
+                         pipeline=("p", "pipe"))
+        got = store.get_run(run)
+        assert isinstance(got, RunRecord)
+        assert (got.id, got.version, got.structure_hash, got.origin, got.dag) == (
+            run, "1.0.0", "h" * 64, None, dag)
+        step = store.create_task(project="p", name="a", parent=run, cache_key="k" * 64,
+                                 status=Status.in_progress).id
+        store.set_node(run, "a", "in_progress", task=step, started=1.0)
+        store.set_status(step, Status.completed)
+        store.set_node(run, "a", "completed", ended=2.5)
+        assert store.list_nodes(run) == [
+            NodeRecord(name="a", task=step, status="completed", parents=[], cache_key=None,
+                       attempt=0, started=1.0, ended=2.5),
+            NodeRecord(name="b", task=None, status="pending", parents=["a"], cache_key=None,
+                       attempt=0, started=None, ended=None)]
+        [summary] = store.list_runs()
+        assert isinstance(summary, RunSummary)
+        assert (summary.id, summary.name, summary.status, summary.version) == (
+            run, "pipe", "in_progress", "1.0.0")
+        [pipeline] = store.list_pipelines()
+        assert isinstance(pipeline, PipelineRecord)
+        assert (pipeline.project, pipeline.name, pipeline.version, pipeline.runs) == (
+            "p", "pipe", "1.0.0", 1)
+        [entry] = store.cache_entries()
+        assert isinstance(entry, CacheEntry)
+        assert (entry.key, entry.task, entry.name, entry.status) == (
+            "k" * 64, step, "a", "completed")
+        for record in (got, summary, pipeline, entry, store.list_nodes(run)[0]):
+            with pytest.raises(attrs.exceptions.FrozenInstanceError):
+                setattr(record, attrs.fields(type(record))[0].name, "x")
+        assert store.finish_run(run, Status.completed)
+        assert [n.status for n in store.list_nodes(run)] == ["completed", "skipped"]
+
+    # -- queues --------------------------------------------------------------------------------
+
+    def test_enqueue_to_unknown_queue_names_it_and_lists_known_ones(self, store: Store):
+        tid = store.create_task(project="p", name="a").id
+        with pytest.raises(QueueNotFound) as err:
+            store.enqueue(tid, "gpu-nowhere")
+        message = str(err.value)
+        assert "'gpu-nowhere'" in message
+        assert "default" in message and "services" in message
+        assert err.value.queue == "gpu-nowhere"
+        assert store.get_task(tid).status == "created"  # nothing changed
+        assert store.queue_of(tid) is None
+
+    def test_enqueue_and_queues_ls(self, store: Store):
+        assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
+            ("default", 0, 0), ("services", 0, 0)]
+        store.ensure_queue("gpu")
+        store.ensure_queue("gpu")  # idempotent
+        a = store.create_task(project="p", name="a").id
+        b = store.create_task(project="p", name="b").id
+        store.enqueue(a, "gpu")
+        store.enqueue(b, "gpu", priority=5)
+        assert store.get_task(a).status == "queued"
+        assert store.queue_of(a) == "gpu"
+        store.set_status(b, Status.in_progress)
+        assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
+            ("default", 0, 0), ("gpu", 1, 1), ("services", 0, 0)]
+        # A running task cannot be queued again; a failed one can, onto another queue.
+        with pytest.raises(TaskStateError):
+            store.enqueue(b, "default")
+        store.set_status(b, Status.failed)
+        store.enqueue(b, "default")
+        assert store.queue_of(b) == "default"
+        assert t.QueueEntry.select().where(t.QueueEntry.task == b).count() == 1
+
+    def test_queues_ls_cli_json(self, store: Store):
+        store.ensure_queue("gpu")
+        proc = subprocess.run([str(Path(sys.executable).parent / "pipekit"), "queues", "ls",
+                               "--json"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        names = json.dumps(json.loads(proc.stdout))
+        for name in ("default", "gpu", "services"):
+            assert name in names
+
+    def test_claim_takes_the_highest_priority_then_the_oldest_and_starts_it(self, store: Store):
+        store.ensure_queue("gpu")
+        assert store.claim(["gpu"], "w1") is None  # nothing waits
+        assert store.claim([], "w1") is None
+        low, high, later, other = (store.create_task(project="p", name=n).id
+                                   for n in ("low", "high", "later", "other"))
+        store.enqueue(low, "gpu")
+        store.enqueue(high, "gpu", priority=5)
+        store.enqueue(later, "gpu", priority=5)
+        store.enqueue(other, "default")
+        before = time.time()
+        got = store.claim(["gpu"], "w1", lease=30)
+        assert got is not None and got.id == high
+        assert (got.status, got.worker) == ("in_progress", "w1")
+        assert got.started >= before and got.ended is None
+        assert got == store.get_task(high)
+        entry = t.QueueEntry.get(t.QueueEntry.task == high)
+        assert (entry.worker, entry.attempt) == ("w1", 1)
+        assert before + 30 <= entry.lease_expires <= time.time() + 30
+        assert store.queue_of(high) == "gpu"  # the entry stays: the task ran from this queue
+        assert [store.claim(["gpu"], "w2").id for _ in range(2)] == [later, low]
+        assert store.claim(["gpu", "nowhere"], "w2") is None  # unknown queues hold nothing
+        assert store.claim(["nowhere", "default"], "w3").id == other
+        assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
+            ("default", 0, 1), ("gpu", 0, 3), ("services", 0, 0)]
+
+    def test_claim_passes_over_tasks_no_longer_queued(self, store: Store):
+        stopped, waiting = (store.create_task(project="p", name=n).id
+                            for n in ("stopped", "waiting"))
+        store.enqueue(stopped, "default", priority=9)
+        store.enqueue(waiting, "default")
+        assert store.set_status(stopped, Status.stopped)
+        assert store.claim(["default"], "w1").id == waiting
+        assert store.claim(["default"], "w1") is None
+        assert store.get_task(stopped).status == "stopped"
+        # Re-enqueued, it is claimable again, as its second attempt.
+        store.enqueue(stopped, "default")
+        assert store.claim(["default"], "w2").id == stopped
+        assert t.QueueEntry.get(t.QueueEntry.task == stopped).attempt == 1
+        store.set_status(stopped, Status.failed)
+        store.enqueue(stopped, "default")
+        assert store.claim(["default"], "w3").id == stopped
+        assert t.QueueEntry.get(t.QueueEntry.task == stopped).attempt == 2
+
+    @pytest.mark.timeout(90)
+    def test_processes_claiming_at_once_each_take_different_tasks(self, store: Store,
+                                                                 tmp_path):
+        ids = [store.create_task(project="claims", name=f"t{i}").id for i in range(120)]
+        for i, tid in enumerate(ids):
+            store.enqueue(tid, "default", priority=i % 3)
+        go = tmp_path / "go"
+        claimers = 4
+        procs = start_children(tmp_path, CLAIM_RACE, [
+            [f"w{n}", str(go), str(tmp_path / f"ready{n}")] for n in range(claimers)])
+        try:
+            wait_until(lambda: all((tmp_path / f"ready{n}").exists() for n in range(claimers))
+                       or any(p.poll() is not None for p in procs), 60, "claimers ready")
+            go.touch()
+        finally:
+            results = finish_children(tmp_path, procs, 60)
+        assert [r[0] for r in results] == [0] * claimers, results
+        taken = {f"w{n}": json.loads(out) for n, (_, out, _) in enumerate(results)}
+        every = [tid for got in taken.values() for tid in got]
+        assert sorted(every) == sorted(ids)  # each task claimed exactly once
+        for worker, got in taken.items():
+            for tid in got:
+                info = store.get_task(tid)
+                assert (info.status, info.worker) == ("in_progress", worker)
+        assert [(q.name, q.pending, q.running) for q in store.list_queues()
+                if q.name == "default"] == [("default", 0, len(ids))]
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def test_last_scalars_are_min_max_and_the_value_at_the_highest_iteration(self, store: Store):
+        tid = store.create_task(project="p", name="a").id
+        assert store.last_scalars(tid) == {}
+        store.add_scalars(tid, [("loss", "train", 2, 0.5, 1.0), ("loss", "train", 0, 2.0, 2.0),
+                                ("loss", "train", 1, 0.1, 3.0), ("acc", "val", 0, 0.7, 4.0)])
+        assert store.last_scalars(tid) == {
+            "loss": {"train": {"last": 0.5, "min": 0.1, "max": 2.0}},
+            "acc": {"val": {"last": 0.7, "min": 0.7, "max": 0.7}}}
+        assert [p.iteration for p in store.scalars(tid)] == [2, 0, 1, 0]  # as stored
+
+    # -- across processes ----------------------------------------------------------------------
+
+    def test_task_written_in_another_process_reads_back_fully(self, store: Store, run_py):
+        # (``store``: the backend's fixture, which the child process inherits)
+        import numpy as np
+        import pandas as pd
+        from strategies import read_tree
+
+        from pipekit import Task
+
+        proc = run_py(CROSS_PROCESS)
+        task_id = json.loads(proc.stderr.strip().splitlines()[-1])["id"]
+        assert "hello from the child process" in proc.stdout
+        task = Task.get_task(task_id=task_id)
+        assert task.data.status == "completed"
+        assert (task.project, task.name) == ("xproc", "writer")
+        assert task.data.script["entry_point"].startswith("snippet_")
+
+        assert task.get_parameters_as_dict(cast=True) == {
+            "General": {"lr": 0.01, "epochs": 3, "name": "résumé", "flags": [1, 2],
+                        "nested/depth": 2},
+            "Data": {"batch": 32},
+        }
+        assert task.get_configuration_object_as_dict("model") == {"model": {"layers": 4}}
+
+        arts = task.artifacts
+        assert sorted(arts) == sorted(["as_json", "as_bytes", "as_numpy", "as_big_numpy",
+                                       "as_frame", "as_file", "as_folder", "as_pickle"])
+        assert {name: arts[name].type for name in arts} == {
+            "as_json": "json", "as_bytes": "bytes", "as_numpy": "numpy", "as_big_numpy": "numpy",
+            "as_frame": "pandas.parquet", "as_file": "file", "as_folder": "folder",
+            "as_pickle": "pickle"}
+        assert arts["as_json"].get() == {"ünï": "cödé", "n": [1, 2.5, None]}
+        assert arts["as_bytes"].get() == b"\x00\x01raw"
+        np.testing.assert_array_equal(arts["as_numpy"].get(),
+                                      np.arange(12, dtype=np.int32).reshape(3, 4))
+        np.testing.assert_array_equal(arts["as_big_numpy"].get(), np.linspace(0, 1, 10_000))
+        pd.testing.assert_frame_equal(arts["as_frame"].get(),
+                                      pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+        csv = Path(arts["as_file"].get())
+        assert csv.name == "report.csv" and csv.read_text() == "x,y\n1,2\n"
+        tree = Path(arts["as_folder"].get())
+        assert tree.name == "tree"
+        assert read_tree(tree) == {"a.txt": b"alpha", "sub/b.bin": bytes(range(256))}
+        assert arts["as_pickle"].get() == (1, "two", {3: 4})
+
+        scalars = task.get_reported_scalars()
+        assert scalars["loss"]["train"] == {"x": list(range(10)),
+                                            "y": [1.0 / (i + 1) for i in range(10)]}
+        assert scalars["loss"]["val"]["y"][-1] == pytest.approx(0.2)
+        assert task.get_last_scalar_metrics()["loss"]["train"] == {
+            "last": 0.1, "min": 0.1, "max": 1.0}
+        assert task.get_reported_single_values() == {"accuracy": 0.93}
+        log = task.get_log()
+        assert "hello from the child process" in log
+        assert task.data.log_size == len(log.encode())
+
+    def test_scalars_in_flight_in_the_background_flusher_are_never_lost(self, run_py, store):
+        """mark_completed (and the exit flush) wait for a batch the background flusher is still
+        writing; before the fix the process could exit with that batch unwritten."""
+        report = json.loads(run_py(IN_FLIGHT_SCALARS).stdout.strip().splitlines()[-1])
+        assert report["seen"] == 50
+        assert len(store.scalars(report["id"])) == 50
+
+    # -- stress (acceptance) -------------------------------------------------------------------
+
+    @pytest.mark.timeout(180)
+    def test_stress_8_processes_lose_nothing_and_never_see_lock_errors(self, store: Store,
+                                                                        tmp_path):
+        """Acceptance: 8 processes x 200 tasks x (50 scalars + 1 artifact) against one store."""
+        go = tmp_path / "go"
+        procs = start_children(tmp_path, STRESS_CHILD, [
+            [str(w), str(go), str(STRESS_TASKS), str(STRESS_SCALARS)]
+            for w in range(STRESS_WORKERS)])
+        try:
+            wait_until(lambda: all((tmp_path / f"ready{w}").exists()
+                                   for w in range(STRESS_WORKERS))
+                       or any(p.poll() is not None for p in procs), 90, "workers ready")
+            go.touch()
+        finally:
+            results = finish_children(tmp_path, procs, 150)
+
+        reports = []
+        for returncode, out, err in results:
+            assert returncode == 0, err
+            assert "database is locked" not in err.lower(), err
+            assert "busy" not in err.lower(), err
+            assert "Traceback" not in err, err
+            report = json.loads(out.strip().splitlines()[-1])
+            assert report["errors"] == [], report["errors"][0]
+            reports.append(report)
+        all_ids = [tid for r in reports for tid in r["ids"]]
+        n_tasks = STRESS_WORKERS * STRESS_TASKS
+        assert len(all_ids) == len(set(all_ids)) == n_tasks
+
+        # Every row is present, exactly once.
+        assert t.Task.select().join(t.Project).where(t.Project.name == "stress").count() == n_tasks
+        assert t.Task.select().where(t.Task.status == "completed").count() == n_tasks
+        assert t.Scalar.select().count() == n_tasks * STRESS_SCALARS
+        per_task = {tid: n for tid, n in store.db.execute_sql(
+            "SELECT task_id, COUNT(*) FROM scalar GROUP BY task_id")}
+        assert per_task == {tid: STRESS_SCALARS for tid in all_ids}
+        assert t.Artifact.select().count() == n_tasks
+        from pipekit.artifacts import load_value
+
+        by_task = {a.task_id: a for a in t.Artifact.select()}
+        for report in reports:
+            for i, tid in enumerate(report["ids"]):
+                info = store.get_artifact(tid, "result")
+                assert info.ref.digest == by_task[tid].digest
+                assert load_value(store, info.ref, "result") == {"worker": report["worker"],
+                                                                  "i": i}
+        assert store.integrity_check() == "ok"
 
 
-def test_a_rolled_back_project_is_not_remembered(store):
-    """A task insert that fails must not leave a cached id for a project that was rolled
-    back with it."""
-    store.create_task(project="p", name="first", task_id="a" * 32)
-    with pytest.raises(Exception, match="UNIQUE"):
-        store.create_task(project="fresh", name="dup", task_id="a" * 32)
-    assert "fresh" not in store.list_projects()
-    info = store.create_task(project="fresh", name="ok")
-    assert store.get_task(info.id).project == "fresh"
+class TestSqliteStore(StoreContract):
+    """The contract over SQLite: the test's ``PIPEKIT_HOME`` holds the database."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        store = get_store()
+        assert store.dialect is SQLITE
+        return store

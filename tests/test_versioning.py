@@ -27,6 +27,7 @@ from pipeline_helpers import assert_cascade
 import pipekit
 from pipekit import PipelineController, PipelineDecorator
 from pipekit.errors import DefinitionError
+from pipekit.models import RunRecord
 from pipekit.plugin_manager import (
     get_plugin_manager,
     list_plugins,
@@ -106,7 +107,7 @@ def build(steps: ModuleType, *, default: int = 3, report_parent: str = "load",
     return pipe
 
 
-def run(pipe: PipelineController) -> dict[str, Any]:
+def run(pipe: PipelineController) -> RunRecord:
     """Run ``pipe`` (steps on threads); returns its run record (``store.get_run``)."""
     pipe.start_locally(run_pipeline_steps_locally=True, executor="thread")
     assert pipe.id is not None and pipe.is_successful()
@@ -116,18 +117,18 @@ def run(pipe: PipelineController) -> dict[str, Any]:
 
 def versions_of(name: str) -> dict[str, int]:
     """``{version: number of runs}`` of pipeline ``name`` (``pipekit pipelines ls``)."""
-    return {p["version"]: p["runs"] for p in get_store().list_pipelines(PROJECT)
-            if p["name"] == name}
+    return {p.version: p.runs for p in get_store().list_pipelines(PROJECT)
+            if p.name == name}
 
 
 def test_a_new_pipeline_starts_at_1_0_0_and_records_its_structure_hash(load):
     steps = load(STEPS)
     record = run(build(steps))
 
-    assert record["version"] == FIRST_VERSION == "1.0.0"
-    assert HASH.fullmatch(record["structure_hash"])
+    assert record.version == FIRST_VERSION == "1.0.0"
+    assert HASH.fullmatch(record.structure_hash)
     assert get_store().latest_pipeline_version(PROJECT, "versioned") == (
-        "1.0.0", record["structure_hash"])
+        "1.0.0", record.structure_hash)
     assert versions_of("versioned") == {"1.0.0": 1}
 
 
@@ -138,8 +139,8 @@ def test_an_unchanged_pipeline_keeps_its_version(load):
     # A fresh module with the same source is the same code: the same pipeline.
     third = run(build(load(STEPS)))
 
-    assert [first["version"], again["version"], third["version"]] == ["1.0.0"] * 3
-    assert first["structure_hash"] == again["structure_hash"] == third["structure_hash"]
+    assert [first.version, again.version, third.version] == ["1.0.0"] * 3
+    assert first.structure_hash == again.structure_hash == third.structure_hash
     assert versions_of("versioned") == {"1.0.0": 3}
 
 
@@ -159,11 +160,11 @@ def test_a_changed_structure_bumps_the_patch_with_auto_version_bump(load, change
     changed = run(build(load(source), **options))
     changed_again = run(build(load(source), **options))
 
-    assert base["version"] == "1.0.0"
-    assert changed["structure_hash"] != base["structure_hash"]
-    assert changed["version"] == "1.0.1"
-    assert changed_again["structure_hash"] == changed["structure_hash"]
-    assert changed_again["version"] == "1.0.1"  # compared with the newest version: unchanged
+    assert base.version == "1.0.0"
+    assert changed.structure_hash != base.structure_hash
+    assert changed.version == "1.0.1"
+    assert changed_again.structure_hash == changed.structure_hash
+    assert changed_again.version == "1.0.1"  # compared with the newest version: unchanged
     assert versions_of("versioned") == {"1.0.0": 1, "1.0.1": 2}
 
 
@@ -176,13 +177,13 @@ def test_each_further_change_bumps_the_patch_again(load):
         run(build(load(STEPS_CHANGED), extra=True, report_parent="total", default=9)),
     ]
 
-    assert [r["version"] for r in records] == ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"]
-    assert len({r["structure_hash"] for r in records}) == len(records)
+    assert [r.version for r in records] == ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"]
+    assert len({r.structure_hash for r in records}) == len(records)
     assert get_store().latest_pipeline_version(PROJECT, "versioned") == (
-        "1.0.4", records[-1]["structure_hash"])
+        "1.0.4", records[-1].structure_hash)
     # Each version is recorded with the hash of the run that created it.
-    recorded = {p["version"]: p["structure_hash"] for p in get_store().list_pipelines(PROJECT)}
-    assert recorded == {r["version"]: r["structure_hash"] for r in records}
+    recorded = {p.version: p.structure_hash for p in get_store().list_pipelines(PROJECT)}
+    assert recorded == {r.version: r.structure_hash for r in records}
 
 
 def test_pipelines_are_versioned_apart_by_name(load):
@@ -191,7 +192,7 @@ def test_pipelines_are_versioned_apart_by_name(load):
     run(build(steps, default=4))
     other = run(build(steps, default=4, name="other"))
 
-    assert other["version"] == "1.0.0"
+    assert other.version == "1.0.0"
     assert versions_of("versioned") == {"1.0.0": 1, "1.0.1": 1}
 
 
@@ -200,14 +201,14 @@ def test_without_auto_version_bump_the_version_stays_but_the_hash_is_recorded(lo
     changed = run(build(load(STEPS_CHANGED), auto=False))
     added = run(build(load(STEPS_CHANGED), extra=True, auto=False))
 
-    assert [base["version"], changed["version"], added["version"]] == ["1.0.0"] * 3
-    hashes = [base["structure_hash"], changed["structure_hash"], added["structure_hash"]]
+    assert [base.version, changed.version, added.version] == ["1.0.0"] * 3
+    hashes = [base.structure_hash, changed.structure_hash, added.structure_hash]
     assert all(HASH.fullmatch(h) for h in hashes) and len(set(hashes)) == 3
     assert versions_of("versioned") == {"1.0.0": 3}
     # 1.0.0 keeps the hash of the run that created it: turning the bump on now compares with
     # that one, so the first structure is still 1.0.0 and a changed one is 1.0.1.
-    assert run(build(load(STEPS)))["version"] == "1.0.0"
-    assert run(build(load(STEPS_CHANGED)))["version"] == "1.0.1"
+    assert run(build(load(STEPS))).version == "1.0.0"
+    assert run(build(load(STEPS_CHANGED))).version == "1.0.1"
 
 
 def test_an_explicit_version_is_used_as_given(load):
@@ -216,12 +217,12 @@ def test_an_explicit_version_is_used_as_given(load):
     explicit = run(build(steps, default=4, version="2.5.0"))  # changed, but told
     same = run(build(load(STEPS), version="0.1.0"))  # unchanged, but told
 
-    assert explicit["version"] == "2.5.0"
-    assert same["version"] == "0.1.0"
-    assert HASH.fullmatch(explicit["structure_hash"])
+    assert explicit.version == "2.5.0"
+    assert same.version == "0.1.0"
+    assert HASH.fullmatch(explicit.structure_hash)
     assert set(versions_of("versioned")) == {"1.0.0", "2.5.0", "0.1.0"}
     # The bump continues from the newest version recorded.
-    assert run(build(steps, default=7))["version"] == "0.1.1"
+    assert run(build(steps, default=7)).version == "0.1.1"
 
 
 @pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-rc1", "1.0.0 ", "", 100])
@@ -267,13 +268,13 @@ DECORATED_CHANGES = {
 }
 
 
-def run_decorated(module: ModuleType, **kwargs: Any) -> dict[str, Any]:
+def run_decorated(module: ModuleType, **kwargs: Any) -> RunRecord:
     PipelineDecorator.run_locally(executor="thread")
     assert module.pipeline(**kwargs) == sum(range(kwargs.get("n", 3)))
-    runs = [r for r in get_store().list_runs(project=PROJECT) if r["name"] == "decorated"]
-    assert runs[0]["status"] == "completed"
-    assert_cascade(runs[0]["id"])
-    return get_store().get_run(runs[0]["id"])
+    runs = [r for r in get_store().list_runs(project=PROJECT) if r.name == "decorated"]
+    assert runs[0].status == "completed"
+    assert_cascade(runs[0].id)
+    return get_store().get_run(runs[0].id)
 
 
 @pytest.mark.parametrize("change", list(DECORATED_CHANGES))
@@ -285,13 +286,13 @@ def test_a_decorated_pipeline_is_versioned_when_its_run_ends(load, change):
     changed_module = load(DECORATED.replace(old, new))
     changed = run_decorated(changed_module, n=3)
 
-    assert [base["version"], unchanged["version"]] == ["1.0.0", "1.0.0"]
-    assert base["structure_hash"] == unchanged["structure_hash"]
-    assert HASH.fullmatch(base["structure_hash"])
-    assert changed["structure_hash"] != base["structure_hash"]
-    assert changed["version"] == "1.0.1"
+    assert [base.version, unchanged.version] == ["1.0.0", "1.0.0"]
+    assert base.structure_hash == unchanged.structure_hash
+    assert HASH.fullmatch(base.structure_hash)
+    assert changed.structure_hash != base.structure_hash
+    assert changed.version == "1.0.1"
     # While the run went on its structure was not known yet: no hash, the newest version.
-    assert [(r["version"], r["structure_hash"]) for r in changed_module.SEEN] == [
+    assert [(r.version, r.structure_hash) for r in changed_module.SEEN] == [
         ("1.0.0", None)]
     assert versions_of("decorated") == {"1.0.0": 2, "1.0.1": 1}
 
@@ -301,9 +302,9 @@ def test_a_decorated_pipeline_without_auto_version_bump_keeps_its_version(load):
     base = run_decorated(load(source))
     changed = run_decorated(load(source.replace("return sum(data)", "return sum(data) + 0")))
 
-    assert [base["version"], changed["version"]] == ["1.0.0", "1.0.0"]
-    assert base["structure_hash"] != changed["structure_hash"]
-    assert all(HASH.fullmatch(r["structure_hash"]) for r in (base, changed))
+    assert [base.version, changed.version] == ["1.0.0", "1.0.0"]
+    assert base.structure_hash != changed.structure_hash
+    assert all(HASH.fullmatch(r.structure_hash) for r in (base, changed))
 
 
 def test_a_decorated_pipeline_with_an_explicit_version_uses_it(load):
@@ -313,8 +314,8 @@ def test_a_decorated_pipeline_with_an_explicit_version_uses_it(load):
     module = load(source.replace("def pipeline(n=3)", "def pipeline(n=4)"))
     record = run_decorated(module, n=3)
 
-    assert record["version"] == "3.1.4"
-    assert module.SEEN[0]["version"] == "3.1.4"  # known from the start
+    assert record.version == "3.1.4"
+    assert module.SEEN[0].version == "3.1.4"  # known from the start
     assert versions_of("decorated") == {"1.0.0": 1, "3.1.4": 1}
 
 
@@ -359,7 +360,7 @@ def test_a_third_party_bump_plugin_takes_over_from_the_built_in(load):
         run(build(load(STEPS_CHANGED), extra=True)),
     ]
 
-    assert [r["version"] for r in records] == ["1.0.0", "1.1.0", "1.1.0", "1.2.0"]
+    assert [r.version for r in records] == ["1.0.0", "1.1.0", "1.1.0", "1.2.0"]
     assert versions_of("versioned") == {"1.0.0": 1, "1.1.0": 2, "1.2.0": 1}
 
 
@@ -369,7 +370,7 @@ def test_a_third_party_bump_plugin_versions_a_decorated_pipeline_too(load):
     changed = run_decorated(load(DECORATED.replace("def pipeline(n=3)", "def pipeline(n=4)")),
                             n=3)
 
-    assert [base["version"], changed["version"]] == ["1.0.0", "1.1.0"]
+    assert [base.version, changed.version] == ["1.0.0", "1.1.0"]
 
 
 @pytest.mark.parametrize("how", ["blocked", "PIPEKIT_DISABLE_PLUGINS", "PIPEKIT_PLUGINS"])
@@ -382,8 +383,8 @@ def test_with_the_plugin_switched_off_the_built_in_bumps_the_patch(load, monkeyp
     assert get_plugin_manager().has_plugin("autoversion")
     assert not get_plugin_manager().has_plugin(EXAMPLE)
 
-    versions = [run(build(load(STEPS)))["version"],
-                run(build(load(STEPS_CHANGED)))["version"]]
+    versions = [run(build(load(STEPS))).version,
+                run(build(load(STEPS_CHANGED))).version]
 
     assert versions == ["1.0.0", "1.0.1"]
 
@@ -394,7 +395,7 @@ def test_with_no_bump_plugin_a_changed_pipeline_keeps_its_version_and_says_why(l
     with caplog.at_level("WARNING", logger="pipekit.versioning"):
         changed = run(build(load(STEPS_CHANGED)))
 
-    assert [base["version"], changed["version"]] == ["1.0.0", "1.0.0"]
+    assert [base.version, changed.version] == ["1.0.0", "1.0.0"]
     assert "no plugin bumped its version" in caplog.text and "autoversion" in caplog.text
 
 

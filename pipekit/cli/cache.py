@@ -23,8 +23,7 @@ def cache_ls(project: str | None, name: str | None, as_json: bool) -> None:
 
     found = get_store().cache_entries(project=project, name=name)
     listing(found, as_json, "step cache", ["key", "task", "project", "step", "finished"],
-            lambda e: [e["key"][:16], e["task"][:12], e["project"], e["name"],
-                       when(e["ended"])],
+            lambda e: [e.key[:16], e.task[:12], e.project, e.name, when(e.ended)],
             "the step cache is empty")
 
 

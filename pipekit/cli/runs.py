@@ -131,9 +131,8 @@ def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], li
     found = get_store().list_runs(project=project, name=name, status=statuses, limit=limit)
     listing(found, as_json, "runs",
             ["id", "project", "pipeline", "version", "status", "started", "origin"],
-            lambda r: [r["id"][:12], r["project"], r["name"], r["version"] or "",
-                       r["status"], when(r["started"] or r["created"]),
-                       (r["origin"] or "")[:12]],
+            lambda r: [r.id[:12], r.project, r.name, r.version or "", r.status,
+                       when(r.started or r.created), (r.origin or "")[:12]],
             "no runs")
 
 
@@ -217,8 +216,8 @@ def pipelines_ls(project: str | None, as_json: bool) -> None:
     found = get_store().list_pipelines(project)
     listing(found, as_json, "pipelines",
             ["project", "pipeline", "version", "structure", "runs", "last run"],
-            lambda p: [p["project"], p["name"], p["version"], p["structure_hash"][:12],
-                       p["runs"], when(p["last_run"])],
+            lambda p: [p.project, p.name, p.version, p.structure_hash[:12], p.runs,
+                       when(p.last_run)],
             "no pipelines")
 
 

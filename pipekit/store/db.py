@@ -2,7 +2,8 @@
 
 Rules (DESIGN §2): ``busy_timeout`` is set before WAL; every write is one short
 ``BEGIN IMMEDIATE`` transaction retried whole on BUSY; nothing slow (user code, file I/O,
-network) runs inside a transaction; a connection never crosses ``fork()``.
+network) runs inside a transaction; a connection never crosses ``fork()``. What differs on
+PostgreSQL (begin mode, which errors to retry) comes from the :mod:`.dialect` chosen here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import peewee
 
 from ..config import Settings
 from ..errors import StoreError
+from .dialect import Dialect, dialect_for
 
 log = logging.getLogger("pipekit.store")
 T = TypeVar("T")
@@ -36,50 +38,45 @@ SQLITE_PRAGMAS = [
 WRITE_ATTEMPTS = 8
 
 
-def open_database(settings: Settings) -> peewee.Database:
-    """A peewee database for ``settings.db_url``; SQLite files are created mode 0600."""
+def open_database(settings: Settings) -> tuple[peewee.Database, Dialect]:
+    """A peewee database for ``settings.db_url`` and its dialect; SQLite files are created
+    mode 0600.
+    """
     path = settings.sqlite_path
     if path is None:
-        from playhouse.db_url import connect
+        from playhouse.db_url import connect  # lazy: only PostgreSQL stores need it
 
         try:
-            import psycopg2  # noqa: F401
+            import psycopg2  # noqa: F401 - lazy: the optional driver, checked for a clear error
         except ImportError as exc:
             raise StoreError(f"cannot open {settings.db_url!r}: PostgreSQL needs the "
                              "'postgres' extra (pip install 'pipekit[postgres]')") from exc
         try:
-            return connect(settings.db_url)
+            db = connect(settings.db_url)
         except Exception as exc:
             raise StoreError(f"cannot open database {settings.db_url!r}: {exc}") from exc
+        return db, dialect_for(db)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS,
-                                 timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS,
+                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    return db, dialect_for(db)
 
 
-def is_sqlite(db: peewee.Database) -> bool:
-    return isinstance(db, peewee.SqliteDatabase)
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite's lock contention (worth retrying the whole transaction)."""
-    text = str(exc).lower()
-    return "database is locked" in text or "database is busy" in text or "busy" == text
-
-
-def write(db: peewee.Database, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, retried whole on BUSY.
+def write(db: peewee.Database, fn: Callable[[], T], dialect: Dialect) -> T:
+    """Run ``fn`` in one write transaction (``BEGIN IMMEDIATE`` on SQLite), retried whole
+    when the database reports contention (:meth:`Dialect.is_retryable`).
 
     ``busy_timeout`` already waits for the lock; a retry only happens when SQLite gives up
     early (e.g. a WAL snapshot conflict), so the attempts back off with jitter.
     """
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            with db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic():
+            with dialect.atomic(db):
                 return fn()
         except peewee.OperationalError as exc:
-            if not is_busy(exc) or attempt == WRITE_ATTEMPTS:
+            if not dialect.is_retryable(exc) or attempt == WRITE_ATTEMPTS:
                 raise
             delay = min(0.5, 0.005 * 2 ** attempt) * (0.5 + random.random())
             log.debug("store busy (attempt %d), retrying in %.3fs", attempt, delay)

@@ -15,9 +15,11 @@ from types import ModuleType
 
 import attrs
 import peewee
+import pipekit_migrations
 
 from ..errors import StoreError, StoreTooNew
-from .db import is_sqlite, write
+from .db import write
+from .dialect import Dialect
 
 _NAME = re.compile(r"^(\d{4})_(\w+)$")
 
@@ -47,8 +49,6 @@ class SchemaStatus:
 
 def known_migrations() -> list[Migration]:
     """Every migration shipped with this pipekit, in order."""
-    import pipekit_migrations
-
     found = []
     for info in pkgutil.iter_modules(pipekit_migrations.__path__):
         match = _NAME.match(info.name)
@@ -87,15 +87,17 @@ def status(db: peewee.Database, location: str) -> SchemaStatus:
                         pending=tuple(m.name for m in migrations if m.version > current))
 
 
-def upgrade(db: peewee.Database, location: str) -> list[str]:
+def upgrade(db: peewee.Database, dialect: Dialect, location: str) -> list[str]:
     """Apply every pending migration; returns the names applied (empty when up to date)."""
     migrations = known_migrations()
     newest = migrations[-1].version
     if current_version(db) == newest:
         return []  # the common case: no write lock taken
+    # lazy: playhouse.migrate is only needed when a store is actually upgraded
     from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 
-    migrator = SqliteMigrator(db) if is_sqlite(db) else PostgresqlMigrator(db)
+    migrator = SqliteMigrator(db) if dialect.name == "sqlite" else PostgresqlMigrator(db)
+    record = dialect.sql(f"INSERT INTO {VERSION_TABLE} (version, name, applied) VALUES (?, ?, ?)")
 
     def apply() -> list[str]:
         _ensure_version_table(db)
@@ -107,13 +109,8 @@ def upgrade(db: peewee.Database, location: str) -> list[str]:
             if migration.version <= current:
                 continue
             migration.module.up(migrator, db)
-            db.execute_sql(
-                f"INSERT INTO {VERSION_TABLE} (version, name, applied) VALUES (?, ?, ?)"
-                if is_sqlite(db) else
-                f"INSERT INTO {VERSION_TABLE} (version, name, applied) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, time.time()),
-            )
+            db.execute_sql(record, (migration.version, migration.name, time.time()))
             applied.append(migration.name)
         return applied
 
-    return write(db, apply)
+    return write(db, apply, dialect)

@@ -4,7 +4,8 @@ peewee's query builder costs ~10x SQLite itself on the per-step path (PERFORMANC
 the few statements every step runs are kept here as parameterised SQL. The tables stay
 defined in :mod:`tables`; every statement here runs in the store tests, so a column that
 drifts from the schema fails them.
-Placeholders are ``?``; :func:`for_db` rewrites them for PostgreSQL's ``%s``.
+Placeholders are ``?``; :meth:`pipekit.store.dialect.Dialect.sql` rewrites them for
+PostgreSQL's ``%s``. Statements here are plain SQL both databases run.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ SELECT_ARTIFACT_FILES = "SELECT digest FROM artifact WHERE task_id = ? AND inlin
 
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
+#: ``(title, series, min, max, last)`` of a task's scalars; "last" is at the highest iteration
+LAST_SCALARS = (
+    "SELECT title, series, MIN(value), MAX(value), "
+    "(SELECT s2.value FROM scalar s2 WHERE s2.task_id = s.task_id "
+    " AND s2.title = s.title AND s2.series = s.series "
+    " ORDER BY s2.iteration DESC, s2.id DESC LIMIT 1) "
+    "FROM scalar s WHERE task_id = ? GROUP BY title, series"
+)
+
+#: a claimed entry: who took it, which attempt this is, until when the lease holds
+CLAIM_ENTRY = ("UPDATE queue_entry SET worker = ?, attempt = attempt + 1, lease_expires = ? "
+               "WHERE id = ?")
+
 
 @cache
 def set_status(fields: tuple[str, ...], n_sources: int) -> str:
@@ -79,6 +93,13 @@ def update_node(fields: tuple[str, ...]) -> str:
 
 
 @cache
-def for_db(sql: str, param: str) -> str:
-    """``sql`` with its ``?`` placeholders in the database's own style."""
-    return sql if param == "?" else sql.replace("?", param)
+def claim(n_queues: int) -> str:
+    """``(entry id, task id, queue name)`` of the next entry to claim from ``n_queues`` queues
+    named by the parameters: the highest priority first, then the oldest. A dialect appends
+    its row lock (:attr:`pipekit.store.dialect.Dialect.claim_lock`).
+    """
+    names = ", ".join("?" * n_queues)
+    return ("SELECT e.id, e.task_id, q.name FROM queue_entry e "
+            "JOIN queue q ON q.id = e.queue_id JOIN task t ON t.id = e.task_id "
+            f"WHERE q.name IN ({names}) AND t.status = 'queued' "
+            "ORDER BY e.priority DESC, e.enqueued, e.id LIMIT 1")

@@ -177,20 +177,20 @@ def caller(depth: int = 1) -> str:
 def count(scenario: Scenario, n: int) -> None:
     import pipekit.runner  # noqa: F401 - loaded before its names are wrapped
     import pipekit.store
-    import pipekit.store.db
+    import pipekit.store.base
     from pipekit.plugin_manager import get_plugin_manager
 
     get_plugin_manager()  # plugins (pipekit_plugins.*) loaded before their names are wrapped
     counter = Counter()
     by_caller: collections.Counter[str] = collections.Counter()
-    original_write = pipekit.store.write
+    original_write = pipekit.store.base.write
 
-    def write(db: Any, fn: Callable[[], Any]) -> Any:
+    def write(db: Any, fn: Callable[[], Any], dialect: Any) -> Any:
         by_caller[f"{caller()} -> {fn.__qualname__.split('.<locals>')[0]}"] += 1
-        return original_write(db, fn)
+        return original_write(db, fn, dialect)
 
-    # Store.write calls the name bound in pipekit.store (imported from pipekit.store.db).
-    pipekit.store.write = write
+    # Store.write calls the name bound in pipekit.store.base (imported from pipekit.store.db).
+    pipekit.store.base.write = write
     modules = [m for name, m in list(sys.modules.items())
                if (name == "pipekit" or name.startswith(("pipekit.", "pipekit_plugins.")))
                and m is not None]
@@ -228,7 +228,7 @@ def count(scenario: Scenario, n: int) -> None:
         store.db.connection().set_trace_callback(None)
         counter.restore()
         plugin_manager._impls = original_impls
-        pipekit.store.write = original_write
+        pipekit.store.base.write = original_write
     assert pipe.is_successful()
     scenario.check(pipe)
     total = sum(by_caller.values())

@@ -1,0 +1,116 @@
+"""What every section of the store stands on: one opened database with its dialect, the
+settings it was opened with, and the helpers each section writes and reads through.
+
+The sections (:mod:`.tasks`, :mod:`.outputs`, :mod:`.runs`, :mod:`.queues`) each subclass
+:class:`StoreBase`; :class:`pipekit.store.Store` combines them. Nothing here knows a table
+beyond ``project``, whose ids every section that files things under a project needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ..config import Settings, get_settings
+from ..errors import ForkedHandleError, StoreTooNew
+from . import migrate
+from . import statements as sql
+from . import tables as t
+from .blobs import BlobStore
+from .db import open_database, read_schema_version, write
+
+T = TypeVar("T")
+
+__all__ = ["StoreBase", "new_id"]
+
+
+def new_id() -> str:
+    """A fresh task or model id: 32 lower-case hex digits."""
+    return uuid.uuid4().hex
+
+
+class StoreBase:
+    """One opened store: a database and its ``artifacts/`` and ``logs/`` folders.
+
+    :param settings: where the store is (default: the current :func:`~pipekit.config.get_settings`).
+    :param upgrade: apply pending migrations (and sweep unfinished blob writes) on opening.
+    :raises StoreTooNew: the store was written by a newer pipekit.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, upgrade: bool = True) -> None:
+        self.settings = settings or get_settings()
+        self._pid = os.getpid()
+        self.location = self.settings.db_url
+        sqlite_path = self.settings.sqlite_path
+        if sqlite_path is not None:
+            # Refuse a newer store before the first write-capable connection touches it.
+            found = read_schema_version(sqlite_path)
+            newest = migrate.newest_version()
+            if found is not None and found > newest:
+                raise StoreTooNew(str(sqlite_path), found, newest)
+        self.db, self.dialect = open_database(self.settings)
+        t.proxy.initialize(self.db)
+        self.blobs = BlobStore(self.settings.artifacts_dir)
+        self._projects: dict[str, int] = {}
+        if upgrade:
+            self.upgrade()
+            self.blobs.sweep_tmp()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedHandleError(
+                f"store handle opened in process {self._pid} used in process {os.getpid()}; "
+                "call pipekit.store.get_store() in the new process instead"
+            )
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in one short write transaction (``BEGIN IMMEDIATE`` on SQLite), retried
+        whole when the database reports contention; returns what ``fn`` returns.
+        """
+        self._check()
+        return write(self.db, fn, self.dialect)
+
+    def upgrade(self) -> list[str]:
+        """Apply pending migrations; returns the names applied."""
+        self._check()
+        return migrate.upgrade(self.db, self.dialect, self.location)
+
+    def schema_status(self) -> migrate.SchemaStatus:
+        """Where the store's schema stands against the migrations this pipekit knows."""
+        self._check()
+        return migrate.status(self.db, self.location)
+
+    def close(self) -> None:
+        """Close this process's connection (a handle from another process is left alone)."""
+        if os.getpid() == self._pid and not self.db.is_closed():
+            self.db.close()
+
+    def integrity_check(self) -> str:
+        """The database's own consistency check: ``"ok"``, or what it found wrong."""
+        self._check()
+        return self.db.execute_sql(self.dialect.integrity_check).fetchone()[0]
+
+    # -- helpers for the sections -----------------------------------------------------------
+
+    def _sql(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """Run one of the hot-path statements of :mod:`.statements`; returns the cursor."""
+        return self.db.execute_sql(self.dialect.sql(statement), params)
+
+    def _project_id(self, name: str) -> int:
+        """The id of project ``name``, created if new (call inside a write transaction)."""
+        # Projects are never deleted, so an id once seen committed stays valid. An id this
+        # transaction inserts is not cached: a rollback would leave the cache pointing nowhere.
+        project_id = self._projects.get(name)
+        if project_id is not None:
+            return project_id
+        row = self._sql(sql.SELECT_PROJECT, (name,)).fetchone()
+        if row is not None:
+            self._projects[name] = row[0]
+            return row[0]
+        self._sql(sql.INSERT_PROJECT, (name, time.time()))
+        return self._sql(sql.SELECT_PROJECT, (name,)).fetchone()[0]

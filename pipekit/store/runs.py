@@ -1,0 +1,292 @@
+"""Pipeline runs: a run's DAG and nodes, ending a run, the step cache, and the versions of
+pipelines that runs are recorded under.
+
+A run is keyed by its controller task's id. Everything here returns frozen records
+(:class:`~pipekit.models.RunRecord`, :class:`~pipekit.models.NodeRecord` …), never rows.
+The run loop that drives these lives in :mod:`pipekit.runner`; this module knows none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from peewee import JOIN, fn
+
+from ..errors import StoreError, TaskNotFound
+from ..models import (
+    CacheEntry,
+    NodeRecord,
+    PipelineRecord,
+    RunRecord,
+    RunSummary,
+    Status,
+    sources_of,
+)
+from . import statements as sql
+from . import tables as t
+from .base import StoreBase
+
+__all__ = ["RunStore"]
+
+
+class RunStore(StoreBase):
+    """Runs, their nodes, the step cache and pipeline versions."""
+
+    # -- pipeline runs ----------------------------------------------------------------------
+
+    def create_run(self, run_id: str, *, dag: Mapping[str, Any], version: str | None = None,
+                   structure_hash: str | None = None, origin: str | None = None,
+                   pipeline: tuple[str, str] | None = None) -> None:
+        """Record that controller task ``run_id`` runs ``dag`` (:meth:`pipekit.dag.Dag.to_dict`);
+        every node starts pending. A draft run (a cloned run not started yet) is replaced,
+        keeping its ``origin`` unless one is given.
+
+        :param version: the pipeline version the run is recorded under, if known yet.
+        :param structure_hash: the DAG's :meth:`~pipekit.dag.Dag.structure_hash`.
+        :param origin: the run this one reruns.
+        :param pipeline: ``(project, name)`` to record ``version`` under (with the hash).
+        """
+        now = time.time()
+
+        def insert() -> None:
+            nonlocal origin
+            draft = t.Run.get_or_none(t.Run.task == run_id)
+            if draft is not None:
+                origin = origin or draft.origin
+                t.Node.delete().where(t.Node.run == run_id).execute()
+                draft.delete_instance()
+            t.Run.insert(task=run_id, version=version, structure_hash=structure_hash,
+                         origin=origin, dag=json.dumps(dict(dag)), created=now).execute()
+            rows = [{"run": run_id, "name": node["name"], "parents": json.dumps(node["parents"]),
+                     "status": "pending"} for node in dag.get("nodes", ())]
+            for start in range(0, len(rows), 500):
+                t.Node.insert_many(rows[start:start + 500]).execute()
+            if pipeline is not None and version and structure_hash:
+                self._link_version(run_id, pipeline[0], pipeline[1], version, structure_hash,
+                                   now)
+
+        self.write(insert)
+
+    def add_node(self, run_id: str, name: str, parents: Sequence[str],
+                 dag: Mapping[str, Any]) -> None:
+        """Add a node to a running run (a decorated pipeline grows as components are called)."""
+        def insert() -> None:
+            t.Node.insert(run=run_id, name=name, parents=json.dumps(list(parents)),
+                          status="pending").execute()
+            t.Run.update(dag=json.dumps(dict(dag))).where(t.Run.task == run_id).execute()
+
+        self.write(insert)
+
+    def set_node(self, run_id: str, name: str, status: str, *, task: str | None = None,
+                 attempt: int | None = None, started: float | None = None,
+                 ended: float | None = None, cache_key: str | None = None) -> None:
+        """Update one node of a run (only the given fields).
+
+        :param status: a task status, or ``pending``, ``skipped`` or ``cached``.
+        :param task: the task running (or, when cached, serving) the node.
+        :param attempt: the retry count of that task (0 for the first try).
+        :raises StoreError: the run has no node of that name.
+        """
+        fields: dict[str, Any] = {"status": status}
+        for key, value in (("task", task), ("attempt", attempt), ("started", started),
+                           ("ended", ended), ("cache_key", cache_key)):
+            if value is not None:
+                fields[key] = value
+        statement = sql.update_node(tuple(fields))
+        params = (*fields.values(), run_id, name)
+        if not self.write(lambda: self._sql(statement, params).rowcount):
+            raise StoreError(f"run {run_id} has no node {name!r}")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run of controller task ``run_id``: its DAG, version and origin.
+
+        :raises TaskNotFound: no run has this id.
+        """
+        self._check()
+        row = t.Run.get_or_none(t.Run.task == run_id)
+        if row is None:
+            raise TaskNotFound(run_id)
+        return RunRecord(id=run_id, version=row.version, structure_hash=row.structure_hash,
+                         origin=row.origin, dag=json.loads(row.dag), created=row.created)
+
+    def list_nodes(self, run_id: str) -> list[NodeRecord]:
+        """The run's nodes in the order they were added."""
+        self._check()
+        query = t.Node.select().where(t.Node.run == run_id).order_by(t.Node.id)
+        return [NodeRecord(name=n.name, task=n.task, status=n.status,
+                           parents=json.loads(n.parents), cache_key=n.cache_key,
+                           attempt=n.attempt, started=n.started, ended=n.ended)
+                for n in query]
+
+    def finish_run(self, run_id: str, status: Status, reason: str = "") -> bool:
+        """End a run in one transaction: its controller task gets ``status``, every step task
+        of the run not yet final is stopped, and every unfinished node is skipped (or stopped
+        if it was running).
+
+        A terminal run never leaves a step non-terminal (RELIABILITY 12).
+
+        :param reason: the controller task's status reason.
+        :returns: whether the controller task moved to ``status`` (its current status allowed
+            it; see :meth:`set_status`).
+        """
+        status = Status(status)
+        now = time.time()
+        open_states = [s.value for s in (Status.created, Status.queued, Status.in_progress)]
+        allowed = tuple(s.value for s in sources_of(status))
+
+        def update() -> int:
+            steps = [n.task for n in t.Node.select(t.Node.task)
+                     .where((t.Node.run == run_id) & t.Node.task.is_null(False))]
+            for start in range(0, len(steps), 500):
+                (t.Task.update(status=Status.stopped.value, status_reason="pipeline run ended",
+                               ended=now, last_update=now)
+                 .where(t.Task.id.in_(steps[start:start + 500])
+                        & t.Task.status.in_(open_states)).execute())
+            t.Node.update(status="stopped", ended=now).where(
+                (t.Node.run == run_id) & (t.Node.status == "in_progress")).execute()
+            t.Node.update(status="skipped").where(
+                (t.Node.run == run_id) & (t.Node.status == "pending")).execute()
+            fields = {"status": status.value, "last_update": now, "ended": now}
+            if reason or status in (Status.failed, Status.stopped):
+                fields["status_reason"] = reason
+            return (t.Task.update(**fields)
+                    .where((t.Task.id == run_id) & t.Task.status.in_(allowed)).execute())
+
+        return bool(self.write(update))
+
+    # -- step cache -------------------------------------------------------------------------
+
+    def find_cached(self, key: str) -> str | None:
+        """The newest completed or published, non-archived task run under cache ``key``."""
+        self._check()
+        row = self._sql(sql.SELECT_CACHED, (key, False)).fetchone()
+        return row[0] if row else None
+
+    def artifact_files(self, task_id: str) -> list[str]:
+        """Digests of the task's artifacts stored as files (not inline)."""
+        self._check()
+        return [row[0] for row in self._sql(sql.SELECT_ARTIFACT_FILES, (task_id,)).fetchall()]
+
+    def cache_entries(self, *, project: str | None = None, name: str | None = None
+                      ) -> list[CacheEntry]:
+        """Tasks that can serve a cache hit, newest first.
+
+        :param project: only tasks of this project.
+        :param name: only tasks of this name.
+        """
+        self._check()
+        query = (t.Task.select(t.Task.cache_key, t.Task.id, t.Project.name, t.Task.name,
+                               t.Task.status, t.Task.ended)
+                 .join(t.Project)
+                 .where(t.Task.cache_key.is_null(False)
+                        & t.Task.status.in_([Status.completed.value, Status.published.value])
+                        & (t.Task.archived == False))  # noqa: E712 - peewee expression
+                 .order_by(t.Task.ended.desc(), t.Task.id))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        if name is not None:
+            query = query.where(t.Task.name == name)
+        return [CacheEntry(key=key, task=task, project=proj, name=tname, status=status,
+                           ended=ended)
+                for key, task, proj, tname, status, ended in query.tuples()]
+
+    def clear_cache(self, *, keys: Sequence[str] = (), tasks: Sequence[str] = (),
+                    everything: bool = False) -> int:
+        """Forget cache keys (the tasks and their outputs stay); returns how many tasks.
+
+        :param keys: forget these cache keys.
+        :param tasks: forget the keys of these tasks.
+        :param everything: forget every cache key.
+        """
+        def update() -> int:
+            query = t.Task.update(cache_key=None).where(t.Task.cache_key.is_null(False))
+            if not everything:
+                query = query.where(t.Task.cache_key.in_(list(keys)) | t.Task.id.in_(list(tasks)))
+            return query.execute()
+
+        if not (everything or keys or tasks):
+            return 0
+        return int(self.write(update))
+
+    # -- pipelines and versions -------------------------------------------------------------
+
+    def latest_pipeline_version(self, project: str, name: str) -> tuple[str, str] | None:
+        """``(version, structure_hash)`` of the pipeline's newest recorded version."""
+        self._check()
+        query = (t.Pipeline.select(t.Pipeline.version, t.Pipeline.structure_hash)
+                 .join(t.Project).where((t.Project.name == project) & (t.Pipeline.name == name))
+                 .order_by(t.Pipeline.created.desc(), t.Pipeline.id.desc()).limit(1).tuples())
+        row = query.first()
+        return (row[0], row[1]) if row else None
+
+    def record_run_version(self, run_id: str, *, project: str, name: str, version: str,
+                           structure_hash: str) -> None:
+        """Record a run's pipeline version (creating the version on first use)."""
+        now = time.time()
+        self.write(lambda: self._link_version(run_id, project, name, version, structure_hash,
+                                              now))
+
+    def _link_version(self, run_id: str, project: str, name: str, version: str,
+                      structure_hash: str, now: float) -> None:
+        project_id = self._project_id(project)
+        row = t.Pipeline.get_or_none((t.Pipeline.project == project_id)
+                                     & (t.Pipeline.name == name)
+                                     & (t.Pipeline.version == version))
+        if row is None:
+            pipeline_id = t.Pipeline.insert(project=project_id, name=name, version=version,
+                                            structure_hash=structure_hash, created=now).execute()
+        else:
+            pipeline_id = row.id
+        t.Run.update(pipeline=pipeline_id, version=version,
+                     structure_hash=structure_hash).where(t.Run.task == run_id).execute()
+
+    def list_pipelines(self, project: str | None = None) -> list[PipelineRecord]:
+        """Every pipeline version with its run count and last run, newest first."""
+        self._check()
+        runs = fn.COUNT(t.Run.task)
+        query = (t.Pipeline.select(t.Project.name, t.Pipeline.name, t.Pipeline.version,
+                                   t.Pipeline.structure_hash, t.Pipeline.created, runs,
+                                   fn.MAX(t.Run.created))
+                 .join(t.Project).switch(t.Pipeline)
+                 .join(t.Run, JOIN.LEFT_OUTER, on=(t.Run.pipeline == t.Pipeline.id))
+                 .group_by(t.Pipeline.id)
+                 .order_by(t.Project.name, t.Pipeline.name, t.Pipeline.created.desc()))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        return [PipelineRecord(project=proj, name=name, version=version,
+                               structure_hash=shash, created=created, runs=count,
+                               last_run=last)
+                for proj, name, version, shash, created, count, last in query.tuples()]
+
+    def list_runs(self, *, project: str | None = None, name: str | None = None,
+                  status: Sequence[str] = (), parent: str | None = None,
+                  limit: int | None = None) -> list[RunSummary]:
+        """Pipeline runs, newest first: the controller task's fields plus version and origin.
+
+        :param project: only runs of this project.
+        :param name: only runs of the pipeline of this name.
+        :param status: only runs in one of these statuses.
+        :param parent: only runs started by this task (a component calling a pipeline).
+        :param limit: at most this many.
+        """
+        self._check()
+        query = (t.Run.select(t.Task.id, t.Project.name, t.Task.name, t.Task.status,
+                              t.Task.status_reason, t.Task.parent, t.Task.created,
+                              t.Task.started, t.Task.ended, t.Run.version, t.Run.structure_hash,
+                              t.Run.origin)
+                 .join(t.Task).join(t.Project)
+                 .order_by(t.Task.created.desc(), t.Task.id.desc()))
+        if project is not None:
+            query = query.where(t.Project.name == project)
+        if name is not None:
+            query = query.where(t.Task.name == name)
+        if status:
+            query = query.where(t.Task.status.in_([str(s) for s in status]))
+        if parent is not None:
+            query = query.where(t.Task.parent == parent)
+        if limit is not None:
+            query = query.limit(limit)
+        return [RunSummary(*row) for row in query.tuples()]
