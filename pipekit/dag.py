@@ -66,17 +66,22 @@ class Dag:
 
     # -- building ---------------------------------------------------------------------------
 
-    def add(self, name: str, parents: Iterable[str] | str | None = ()) -> None:
+    def add(self, name: str, parents: Iterable[str] | str | None = (), *,
+            check_name: bool = True) -> None:
         """Add step ``name`` that waits for ``parents`` (steps that may be added later).
 
         :param name: the step's name: :data:`STEP_NAME_RE` (a valid name without dots, so
             ``${name.id}`` can address it) and not the reserved ``pipeline``.
         :param parents: names of the steps it depends on; a single string is one name.
             Repeated names count once.
+        :param check_name: ``False`` accepts any string as a name, for a DAG read back as
+            data rather than defined (:mod:`pipekit.render` draws views whose names are
+            untrusted text); every other check still applies.
         :raises InvalidStepName: if ``name`` is not a valid name.
         :raises DuplicateStepError: if a step called ``name`` was already added.
         """
-        if not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name) or name == "pipeline":
+        if check_name and (not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name)
+                           or name == "pipeline"):
             raise InvalidStepName(name)
         if name in self._parents:
             raise DuplicateStepError(name)
