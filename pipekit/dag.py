@@ -6,7 +6,8 @@ the controller task (:meth:`Dag.to_dict`) and hashed for versioning (:meth:`Dag.
 
 It checks names, parents and cycles, raising :class:`~pipekit.errors.DefinitionError`
 subclasses that name the step and the offending value, and it orders steps with the standard
-library's :class:`graphlib.TopologicalSorter`.
+library's :class:`graphlib.TopologicalSorter`. Drawing a DAG is :mod:`pipekit.render`'s job
+(``render.to_mermaid(render.view_of_dag(dag))``); render imports this module, never the reverse.
 
 This module is pure and must stay so: no store, no hooks, no I/O, no knowledge of tasks or
 executors. Every walk is iterative over adjacency dicts, so a DAG of tens of thousands of steps
@@ -66,17 +67,22 @@ class Dag:
 
     # -- building ---------------------------------------------------------------------------
 
-    def add(self, name: str, parents: Iterable[str] | str | None = ()) -> None:
+    def add(self, name: str, parents: Iterable[str] | str | None = (), *,
+            check_name: bool = True) -> None:
         """Add step ``name`` that waits for ``parents`` (steps that may be added later).
 
         :param name: the step's name: :data:`STEP_NAME_RE` (a valid name without dots, so
             ``${name.id}`` can address it) and not the reserved ``pipeline``.
         :param parents: names of the steps it depends on; a single string is one name.
             Repeated names count once.
+        :param check_name: ``False`` accepts any string as a name, for a DAG read back as
+            data rather than defined (:mod:`pipekit.render` draws views whose names are
+            untrusted text); every other check still applies.
         :raises InvalidStepName: if ``name`` is not a valid name.
         :raises DuplicateStepError: if a step called ``name`` was already added.
         """
-        if not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name) or name == "pipeline":
+        if check_name and (not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name)
+                           or name == "pipeline"):
             raise InvalidStepName(name)
         if name in self._parents:
             raise DuplicateStepError(name)
@@ -301,7 +307,7 @@ class Dag:
         except (KeyError, TypeError):
             raise UnknownStepError(name, known=self._parents) from None
 
-    # -- hashing and drawing ----------------------------------------------------------------
+    # -- hashing ----------------------------------------------------------------------------
 
     def structure_hash(self, code_digests: Mapping[str, str] | None = None,
                        defaults: Mapping[str, Any] | None = None) -> str:
@@ -333,25 +339,6 @@ class Dag:
         payload = {"format": _HASH_FORMAT, "steps": steps,
                    "defaults": {str(k): v for k, v in defaults.items()}}
         return digest_bytes(canonical_json(payload).encode())
-
-    def to_mermaid(self) -> str:
-        """A Mermaid ``graph TD`` chart: one line per step, then one per edge."""
-        ids: dict[str, str] = {}
-        used: set[str] = set()
-        for name in self._parents:  # "a.b" and "a_b" both sanitize to s_a_b: number the second
-            base = node_id = "s_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
-            n = 1
-            while node_id in used:
-                n += 1
-                node_id = f"{base}_{n}"
-            ids[name] = node_id
-            used.add(node_id)
-        lines = ["graph TD"]
-        lines += [f'    {ids[name]}["{name.replace(chr(34), "#quot;")}"]' for name in ids]
-        lines += [f"    {ids[parent]} --> {ids[name]}"
-                  for name, parents in self._parents.items()
-                  for parent in parents if parent in ids]
-        return "\n".join(lines) + "\n"
 
 
 def _names(value: Iterable[str] | str | None) -> list[str]:

@@ -35,6 +35,7 @@ from pipekit.errors import (
     UnknownParentError,
     UnknownStepError,
 )
+from pipekit.render import to_mermaid, view_of_dag
 
 # -- oracles ------------------------------------------------------------------------------------
 
@@ -476,14 +477,14 @@ def test_structure_hash_is_a_blake3_hex_digest():
 
 @given(dags())
 def test_mermaid_has_a_line_per_step_and_per_edge(dag):
-    lines = dag.to_mermaid().splitlines()
-    assert lines[0] == "graph TD"
-    nodes = [line for line in lines[1:] if "-->" not in line]
+    lines = to_mermaid(view_of_dag(dag)).splitlines()
+    assert lines[0] == "flowchart TD"
+    nodes = [line for line in lines[1:] if "]:::" in line]
     edges = [line for line in lines[1:] if "-->" in line]
     assert len(nodes) == len(dag) and len(edges) == len(edge_set(dag))
     ids = {}
     for line, name in zip(nodes, dag, strict=True):
-        m = re.fullmatch(r'    ([A-Za-z0-9_]+)\["([^"]*)"\]', line)
+        m = re.fullmatch(r'  (n[0-9]+)\["([^"]*)<br/>pending"\]:::pending', line)
         assert m and m.group(2) == name
         ids[name] = m.group(1)
     assert len(set(ids.values())) == len(ids)
@@ -491,16 +492,24 @@ def test_mermaid_has_a_line_per_step_and_per_edge(dag):
     assert drawn == {(ids[p], ids[n]) for p, n in edge_set(dag)}
 
 
-def test_mermaid_ids_are_sanitized_and_unique():
+def test_mermaid_ids_are_generated_and_unique():
     dag = Dag.from_edges({"a-b": [], "a_b": ["a-b"], "end": ["a_b"], "x-1": []})
-    assert dag.to_mermaid() == (
-        'graph TD\n'
-        '    s_a_b["a-b"]\n'
-        '    s_a_b_2["a_b"]\n'
-        '    s_end["end"]\n'
-        '    s_x_1["x-1"]\n'
-        '    s_a_b --> s_a_b_2\n'
-        '    s_a_b_2 --> s_end\n'
+    assert to_mermaid(view_of_dag(dag)) == (
+        'flowchart TD\n'
+        '  n0["a-b<br/>pending"]:::pending\n'
+        '  n1["a_b<br/>pending"]:::pending\n'
+        '  n2["end<br/>pending"]:::pending\n'
+        '  n3["x-1<br/>pending"]:::pending\n'
+        '  n0 --> n1\n'
+        '  n1 --> n2\n'
+        '  classDef completed fill:#2e7d32,stroke:#1b5e20,color:#ffffff\n'
+        '  classDef cached fill:#00897b,stroke:#00695c,color:#ffffff\n'
+        '  classDef failed fill:#c62828,stroke:#8e0000,color:#ffffff\n'
+        '  classDef stopped fill:#ffb300,stroke:#c68400,color:#000000\n'
+        '  classDef skipped fill:#9e9e9e,stroke:#707070,color:#000000\n'
+        '  classDef in_progress fill:#1565c0,stroke:#003c8f,color:#ffffff\n'
+        '  classDef pending fill:#e0e0e0,stroke:#aeaeae,color:#000000\n'
+        '  classDef unknown fill:#ffffff,stroke:#555555,color:#000000\n'
     )
 
 
@@ -526,4 +535,4 @@ def test_ten_thousand_step_chain_needs_no_recursion():
     assert len(dag.levels()) == 10_000
     assert len(dag.ancestors("step9999")) == 9_999
     assert len(dag.descendants("step0")) == 9_999
-    assert dag.to_mermaid().count("-->") == 9_999
+    assert to_mermaid(view_of_dag(dag)).count("-->") == 9_999

@@ -1,4 +1,4 @@
-"""Tests of pipekit.export: Mermaid, DOT and HTML renderings of a run view.
+"""Tests of pipekit.render: Mermaid, DOT and HTML renderings of a run view.
 
 Mermaid output is checked twice: by a strict Python checker of the flowchart subset the module
 emits (always runs), and by the real Mermaid parser through ``tests/export_check/validate.mjs``
@@ -28,19 +28,17 @@ from pipekit.errors import (
     PipelineCycleError,
     UnknownParentError,
 )
-from pipekit.export import (
+from pipekit.render import (
     FORMATS,
     MERMAID_MAX_EDGES,
-    NODE_H,
-    NODE_W,
     UnknownFormatError,
-    _crossings,
-    _layout,
     render,
     to_dot,
     to_html,
     to_mermaid,
 )
+from pipekit.render.layout import NODE_H, NODE_W, _crossings
+from pipekit.render.layout import layout as _layout
 
 CHECK_DIR = Path(__file__).parent / "export_check"
 

@@ -232,7 +232,7 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
 
     The HTML page is self-contained: it loads nothing from the network.
     """
-    from ..export import render
+    from ..render import render
     from ..runs import run_view
 
     text = render(run_view(run_id), fmt)
