@@ -20,7 +20,7 @@ from typing import IO, Any, ClassVar
 
 from .errors import SerializationError
 from .hashing import digest_file
-from .models import NAME_RE, ObjectRef
+from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef
 from .plugin_manager import Registration, Registry
 from .store import Store
 from .store.blobs import verify_inline
@@ -202,10 +202,12 @@ def local_copy(store: Store, ref: ObjectRef, name: str) -> Path:
     return dest
 
 
-class Artifact:
-    """A stored artifact as ``task.artifacts[name]`` shows it (ClearML's attributes)."""
+class StoredObject:
+    """What an artifact and a model have in common: a named object in the store, read back
+    only after its digest is verified.
+    """
 
-    def __init__(self, store: Store, info: Any) -> None:
+    def __init__(self, store: Store, info: ArtifactInfo | ModelInfo) -> None:
         self._store = store
         self._info = info
 
@@ -217,11 +219,30 @@ class Artifact:
     def digest(self) -> str:
         return self._info.ref.digest
 
-    hash = digest
-
     @property
     def size(self) -> int:
         return self._info.ref.size
+
+    @property
+    def url(self) -> str:
+        """``file://`` URL of the verified object's bytes (what ``StorageManager`` fetches)."""
+        return object_path(self._store, self._info.ref, self.name).as_uri()
+
+    def get(self) -> Any:
+        """The value (files and folders: the path of a local copy), digest verified first."""
+        return load_value(self._store, self._info.ref, self.name)
+
+    def get_local_copy(self, extract_archive: bool = True) -> str:
+        """Path of a local copy of the object (a folder is extracted)."""
+        return str(local_copy(self._store, self._info.ref, self.name))
+
+
+class Artifact(StoredObject):
+    """A stored artifact as ``task.artifacts[name]`` shows it (ClearML's attributes)."""
+
+    _info: ArtifactInfo
+
+    hash = StoredObject.digest
 
     @property
     def type(self) -> str:
@@ -241,37 +262,18 @@ class Artifact:
     def preview(self) -> str:
         return self._info.preview
 
-    @property
-    def url(self) -> str:
-        """``file://`` URL of the verified object's bytes (what ``StorageManager`` fetches)."""
-        return object_path(self._store, self._info.ref, self.name).as_uri()
-
-    def get(self) -> Any:
-        """The value (files and folders: the path of a local copy), digest verified first."""
-        return load_value(self._store, self._info.ref, self.name)
-
-    def get_local_copy(self, extract_archive: bool = True) -> str:
-        """Path of a local copy of the object (a folder artifact is extracted)."""
-        return str(local_copy(self._store, self._info.ref, self.name))
-
     def __repr__(self) -> str:
         return f"<Artifact {self.name!r} {self.type} {self.size} bytes {self.digest[:12]}>"
 
 
-class Model:
+class Model(StoredObject):
     """An uploaded model: ``task.models["output"][i]``."""
 
-    def __init__(self, store: Store, info: Any) -> None:
-        self._store = store
-        self._info = info
+    _info: ModelInfo
 
     @property
     def id(self) -> str:
         return self._info.id
-
-    @property
-    def name(self) -> str:
-        return self._info.name
 
     @property
     def task(self) -> str:
@@ -280,24 +282,6 @@ class Model:
     @property
     def framework(self) -> str | None:
         return self._info.framework
-
-    @property
-    def digest(self) -> str:
-        return self._info.ref.digest
-
-    @property
-    def size(self) -> int:
-        return self._info.ref.size
-
-    @property
-    def url(self) -> str:
-        return object_path(self._store, self._info.ref, self.name).as_uri()
-
-    def get_local_copy(self) -> str:
-        return str(local_copy(self._store, self._info.ref, self.name))
-
-    def get(self) -> Any:
-        return load_value(self._store, self._info.ref, self.name)
 
     def __repr__(self) -> str:
         return f"<Model {self.name!r} id={self.id}>"

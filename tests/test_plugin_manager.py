@@ -1,5 +1,6 @@
 """Plugins: discovery through entry points, switching them off, registries that refuse
-conflicts, observers that cannot break the core, and a core that never imports a plugin.
+conflicts, and observers that cannot break the core. That the core never imports a plugin
+is checked with the other import rules, in test_architecture.py.
 
 The third-party plugin used here is a real distribution, ``tests/plugins/
 pipekit-example-serializer`` (installed editable by ``make test``): it stores ``Point(x, y)``
@@ -8,7 +9,6 @@ as ``"x,y"`` text through a serializer named ``example.point``.
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import os
@@ -330,58 +330,7 @@ def test_notify_passes_each_plugin_only_the_arguments_it_names():
     assert recorder.calls == [("artifact", "x")]
 
 
-# -- the core never imports a plugin --------------------------------------------------------------
-
-PLUGIN_PACKAGES = {"plugins", "pipekit_plugins"}
-
-
-def plugin_imports(source: str, filename: str = "<string>") -> list[str]:
-    """Every import of a plugin package in ``source``, as ``"line: what"``."""
-    found = []
-    for node in ast.walk(ast.parse(source, filename)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # Relative imports resolve inside ``pipekit`` (``from . import plugins`` in
-            # pipekit/cli is the ``pipekit plugins`` command), never to a top-level package.
-            names = [node.module]
-        elif isinstance(node, ast.Call) and node.args and \
-                isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if called in {"import_module", "__import__", "find_spec"}:
-                names = [node.args[0].value.lstrip(".")]
-        found += [f"{node.lineno}: {name}" for name in names
-                  if name.split(".")[0] in PLUGIN_PACKAGES]
-    return found
-
-
-@pytest.mark.parametrize("source", [
-    "import plugins",
-    "import pipekit_plugins.serializers as s",
-    "from pipekit_plugins import serializers",
-    "from plugins.serializers import JsonSerializer",
-    "import importlib\nimportlib.import_module('pipekit_plugins.serializers')",
-    "__import__('plugins')",
-])
-def test_the_import_detector_finds_every_form(source):
-    assert plugin_imports(source)
-
-
-def test_the_import_detector_ignores_mentions_that_are_not_imports():
-    assert plugin_imports('"""Built-ins live in pipekit_plugins."""\n'
-                          "from . import plugins\nfrom .plugins import x\n"
-                          "import pipekit.plugins\nimport pluggy\n"
-                          "x = 'pipekit_plugins.serializers'\n") == []
-
-
-def test_the_core_never_imports_a_plugin():
-    modules = sorted((ROOT / "pipekit").rglob("*.py"))
-    assert len(modules) > 10
-    offenders = {str(path.relative_to(ROOT)): hits for path in modules
-                 if (hits := plugin_imports(path.read_text(), str(path)))}
-    assert offenders == {}
+# -- built-ins are entry points -------------------------------------------------------------------
 
 
 def test_every_builtin_plugin_module_is_an_entry_point():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import PipekitError
+from .options import listing_options
 from .render import emit_json, json_option, listing, when
 
 
@@ -14,9 +15,7 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--project", help="Only results of this project.")
-@click.option("--name", help="Only results of steps with this task name.")
-@json_option
+@listing_options("results", name="Only results of steps with this task name.")
 def cache_ls(project: str | None, name: str | None, as_json: bool) -> None:
     """List the task results a cached step with the same key would reuse, newest first."""
     from ..store import get_store

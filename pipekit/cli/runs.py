@@ -13,6 +13,7 @@ import click
 
 from ..errors import PipekitError
 from ..models import Status
+from .options import listing_options
 from .render import emit_json, json_option, listing, when
 from .tasks import parse_params
 
@@ -117,12 +118,7 @@ def runs() -> None:
 
 
 @runs.command("ls")
-@click.option("--project", help="Only runs of this project.")
-@click.option("--name", help="Only runs of this pipeline.")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice([s.value for s in Status]), help="Only these statuses.")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
-@json_option
+@listing_options("runs", name="Only runs of this pipeline.", statuses=True, limit=True)
 def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], limit: int,
             as_json: bool) -> None:
     """List pipeline runs, most recent first."""
@@ -207,8 +203,7 @@ def pipelines() -> None:
 
 
 @pipelines.command("ls")
-@click.option("--project", help="Only pipelines of this project.")
-@json_option
+@listing_options("pipelines")
 def pipelines_ls(project: str | None, as_json: bool) -> None:
     """List every pipeline version with its structure hash and number of runs."""
     from ..store import get_store

@@ -8,6 +8,7 @@ import click
 
 from ..errors import PipekitError
 from ..models import Status
+from .options import listing_options
 from .render import emit_json, json_option, listing, table, when
 
 
@@ -17,13 +18,8 @@ def tasks() -> None:
 
 
 @tasks.command("ls")
-@click.option("--project", help="Only tasks of this project.")
-@click.option("--name", help="Only tasks with this name.")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice([s.value for s in Status]), help="Only these statuses.")
-@click.option("--tag", "tags", multiple=True, help="Only tasks carrying every given tag.")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
-@json_option
+@listing_options("tasks", name="Only tasks with this name.", statuses=True, tags=True,
+                 limit=True)
 def ls(project: str | None, name: str | None, statuses: tuple[str, ...],
        tags: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List tasks, most recent first."""
