@@ -449,7 +449,6 @@ def test_the_cycle_report_names_each_import_of_the_circle():
         "  c imports a (line 7)" in lines and lines[-1] == "modules in a circle (3): a, b, c"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: the integrator removes the circle")
 def test_no_import_circle():
     """Counting imports inside functions: a function-level import hides a circle, it does
     not remove it (STYLE.md principle 16).
@@ -588,8 +587,6 @@ def test_function_level_imports_say_they_are_lazy():
         json.dumps(found)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: runner.py, task.py, store/__init__.py and "
-                   "export.py are split by the integrator")
 def test_no_module_is_over_600_lines():
     sizes = {m.rel: n for m in project_modules("pipekit", "plugins")
              if (n := len(m.path.read_text().splitlines())) > MAX_LINES}
