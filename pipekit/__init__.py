@@ -5,6 +5,7 @@ Public API only; everything else is reached through its module.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import configure
@@ -37,8 +38,6 @@ def __getattr__(name: str) -> Any:
     # Lazy so that `import pipekit` (and a plugin's `import pipekit`) stays cheap and never
     # meets a half-imported core.
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value

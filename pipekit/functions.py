@@ -112,6 +112,7 @@ def pack(fn: Callable[..., Any], step: str) -> bytes:
 
     :raises SerializationError: it cannot be pickled (naming the step and why).
     """
+    # lazy: cloudpickle is needed only when a function is packed
     import cloudpickle
 
     try:

@@ -18,9 +18,15 @@ Two kinds of hook, with different error rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # only for the annotations: hookspecs sits below everything it names
+    import click
+
+    from .models import ArtifactInfo, ModelInfo, TaskInfo
+    from .nodes import Node, RunInfo
 
 PROJECT = "pipekit"
 
@@ -55,7 +61,7 @@ def pipekit_serializers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def pipekit_register_commands(cli: Any) -> None:
+def pipekit_register_commands(cli: click.Group) -> None:
     """Add commands to the ``pipekit`` click group.
 
     :param cli: the root :class:`click.Group`; call ``cli.add_command`` or use it as a
@@ -69,7 +75,7 @@ def pipekit_register_commands(cli: Any) -> None:
 
 
 @hookspec
-def pipekit_pipeline_started(run: Any) -> None:
+def pipekit_pipeline_started(run: RunInfo) -> None:
     """Observer: a pipeline run started (its controller task is ``in_progress``).
 
     :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
@@ -77,7 +83,7 @@ def pipekit_pipeline_started(run: Any) -> None:
 
 
 @hookspec
-def pipekit_pipeline_finished(run: Any, status: str) -> None:
+def pipekit_pipeline_finished(run: RunInfo, status: str) -> None:
     """Observer: a pipeline run reached its final status.
 
     :param run: the :class:`~pipekit.nodes.RunInfo` of the run.
@@ -91,7 +97,8 @@ def pipekit_pipeline_finished(run: Any, status: str) -> None:
 
 
 @hookspec
-def pipekit_step_pre_execute(node: Any, run: Any, parameters: dict[str, Any]) -> bool | None:
+def pipekit_step_pre_execute(node: Node, run: RunInfo, parameters: dict[str, Any]
+                             ) -> bool | None:
     """Decision (veto): may this node launch?
 
     Fires after the node's references are resolved, before its task is created. The
@@ -108,7 +115,7 @@ def pipekit_step_pre_execute(node: Any, run: Any, parameters: dict[str, Any]) ->
 
 
 @hookspec
-def pipekit_cache_key(node: Any) -> list[str] | str | None:
+def pipekit_cache_key(node: Node) -> list[str] | str | None:
     """Decision: extra parts for a node's cache key; every plugin's parts are included.
 
     :param node: the :class:`~pipekit.nodes.Node` about to be looked up.
@@ -117,7 +124,7 @@ def pipekit_cache_key(node: Any) -> list[str] | str | None:
 
 
 @hookspec(firstresult=True)
-def pipekit_cache_lookup(key: str, node: Any) -> str | None:
+def pipekit_cache_lookup(key: str, node: Node) -> str | None:
     """Decision: find a task whose outputs can stand in for this node.
 
     Stops at first non-None result.
@@ -129,7 +136,7 @@ def pipekit_cache_lookup(key: str, node: Any) -> str | None:
 
 
 @hookspec
-def pipekit_step_created(node: Any, task: Any, run: Any) -> None:
+def pipekit_step_created(node: Node, task: TaskInfo, run: RunInfo) -> None:
     """Observer: the step's task exists and is about to be handed to the executor.
 
     :param node: the run's live :class:`~pipekit.nodes.Node` (read it, do not change it).
@@ -144,7 +151,8 @@ def pipekit_step_created(node: Any, task: Any, run: Any) -> None:
 
 
 @hookspec
-def pipekit_step_status_changed(node: Any, task: Any, old: str, new: str, run: Any) -> None:
+def pipekit_step_status_changed(node: Node, task: TaskInfo | None, old: str, new: str,
+                                run: RunInfo) -> None:
     """Observer: a node changed status (``pending``, ``in_progress``, ``completed``,
     ``failed``, ``stopped``, ``skipped``, ``cached``).
 
@@ -157,7 +165,7 @@ def pipekit_step_status_changed(node: Any, task: Any, old: str, new: str, run: A
 
 
 @hookspec
-def pipekit_step_completed(node: Any, task: Any, run: Any) -> None:
+def pipekit_step_completed(node: Node, task: TaskInfo, run: RunInfo) -> None:
     """Decision: a step succeeded (or was served from the cache); ``node.executed`` is the
     id of the task holding its outputs. An exception fails the node (and so its run).
 
@@ -176,7 +184,7 @@ def pipekit_step_completed(node: Any, task: Any, run: Any) -> None:
 
 
 @hookspec
-def pipekit_metric_reported(task: Any, title: str, series: str, iteration: int,
+def pipekit_metric_reported(task: TaskInfo, title: str, series: str, iteration: int,
                             value: float) -> None:
     """Observer: a task reported a scalar.
 
@@ -189,7 +197,7 @@ def pipekit_metric_reported(task: Any, title: str, series: str, iteration: int,
 
 
 @hookspec
-def pipekit_artifact_uploaded(task: Any, artifact: Any) -> None:
+def pipekit_artifact_uploaded(task: TaskInfo, artifact: ArtifactInfo) -> None:
     """Observer: a task uploaded an artifact (its row is committed).
 
     :param task: the ``TaskInfo`` of the uploading task.
@@ -198,7 +206,7 @@ def pipekit_artifact_uploaded(task: Any, artifact: Any) -> None:
 
 
 @hookspec
-def pipekit_model_uploaded(task: Any, model: Any) -> None:
+def pipekit_model_uploaded(task: TaskInfo, model: ModelInfo) -> None:
     """Observer: a task uploaded a model (its row is committed).
 
     :param task: the ``TaskInfo`` of the uploading task.

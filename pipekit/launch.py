@@ -98,15 +98,15 @@ class Launcher:
             reason = hook_error(exc)
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.debug("step %r failed at launch: %s\n%s", node.name, reason, text)
-            self._keep_traceback(created[0] if created else None, node.name, text)
+            self._keep_traceback(created[0] if created else None, node.name, reason, text)
             return Launch(failed=reason)
 
-    def _keep_traceback(self, task_id: str | None, step: str, text: str) -> None:
+    def _keep_traceback(self, task_id: str | None, step: str, reason: str, text: str) -> None:
         """Append a launch failure's traceback to the step's log (the run's, if no task)."""
         try:
             path = get_store().log_path(task_id or self.run.id)
             with open_log(path) as fh:
-                fh.write(f"step {step!r} failed at launch:\n{text}".encode())
+                fh.write(f"step {step!r} failed at launch: {reason}\n{text}".encode())
         except OSError:
             log.debug("could not keep the launch traceback of step %r", step, exc_info=True)
 

@@ -29,6 +29,7 @@ def _duration(node: NodeRecord, now: float) -> str:
 
 
 def _table(run_id: str, nodes: list[NodeRecord], status: str) -> Any:
+    # lazy: rich is needed only when progress is drawn
     from rich.table import Table
 
     now = time.time()
@@ -60,6 +61,7 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
         return Status(status()).is_final or (until is not None and until())
 
     if stream.isatty():
+        # lazy: rich is needed only when progress is drawn
         from rich.console import Console
         from rich.live import Live
 

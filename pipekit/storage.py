@@ -78,7 +78,7 @@ def _fs(url: str, action: str) -> tuple[Any, str]:
     scheme = urllib.parse.urlparse(url).scheme.lower()
     hint = " (pip install 'pipekit[s3]')" if scheme in ("s3", "s3a") else ""
     try:
-        from fsspec.core import url_to_fs
+        from fsspec.core import url_to_fs  # lazy: optional (the s3 extra), only for its URLs
     except ImportError as exc:
         raise StorageError(url, f"{scheme}:// URLs need fsspec (pip install 'pipekit[s3]')",
                            action) from exc

@@ -4,10 +4,16 @@ synchronisation) and contract suites a plugin's own tests can reuse.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
+
+from .executor import Job, make_executor
+from .task import Task
 
 T = TypeVar("T")
 
@@ -30,10 +36,6 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
 
 def script_task(folder: Path, body: str, name: str = "step") -> str:
     """A draft task that runs ``body`` as its script; returns its id."""
-    import textwrap
-
-    from .task import Task
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(body))
@@ -53,8 +55,6 @@ class ExecutorContract:
     synchronous: bool = False
 
     def make(self) -> Any:
-        from .executor import make_executor
-
         return make_executor(self.executor, max_workers=4)
 
     def run_to_end(self, ex: Any, job: Any, timeout: float = 60) -> Any:
@@ -62,9 +62,6 @@ class ExecutorContract:
         return wait_until(lambda: ex.poll(handle), timeout, f"job {job.task_id} to end")
 
     def test_a_job_completes_and_its_output_is_logged(self, tmp_path: Path) -> None:
-        from .executor import Job
-        from .task import Task
-
         task_id = script_task(tmp_path, "print('hello from the step')\n")
         ex = self.make()
         try:
@@ -75,9 +72,6 @@ class ExecutorContract:
         assert "hello from the step" in Task(task_id).get_log()
 
     def test_a_failing_job_is_failed_with_its_reason(self, tmp_path: Path) -> None:
-        from .executor import Job
-        from .task import Task
-
         task_id = script_task(tmp_path, "from pipekit import Task\nTask.init()\n"
                                         "raise ValueError('bad input 7')\n")
         ex = self.make()
@@ -90,8 +84,6 @@ class ExecutorContract:
         assert "Traceback" in Task(task_id).get_log()
 
     def test_a_step_killed_by_a_signal_is_failed_naming_it(self, tmp_path: Path) -> None:
-        from .executor import Job
-
         task_id = script_task(tmp_path, "import os, signal\nos.kill(os.getpid(), 9)\n")
         ex = self.make()
         try:
@@ -102,11 +94,6 @@ class ExecutorContract:
         assert "killed by signal 9" in outcome.reason
 
     def test_cancel_stops_the_task_and_kills_its_process_tree(self, tmp_path: Path) -> None:
-        import psutil
-
-        from .executor import Job
-        from .task import Task
-
         if self.synchronous:
             return  # an inline job has ended before anyone can cancel it
         pidfile = tmp_path / "grandchild.pid"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
+import pipekit
+from pipekit import PipelineDecorator
 from pipekit.errors import PluginError
 from pipekit.executor import Executor, Job, executor_names, make_executor
+from pipekit.plugin_manager import get_plugin_manager
 from pipekit.testing import ExecutorContract, script_task, wait_until
 
 
@@ -56,3 +60,68 @@ def test_independent_steps_run_concurrently(name, tmp_path):
     elapsed = time.monotonic() - start
     assert [o.status for o in outcomes] == ["completed"] * 6
     assert elapsed < 3.0, f"6 x 0.5 s steps took {elapsed:.2f} s: not concurrent"
+
+
+# -- capabilities, not names ------------------------------------------------------------------
+
+
+def test_capabilities_come_from_the_executor_not_its_name():
+    from pipekit.executor import capabilities
+
+    assert capabilities("inline").runs_in_caller
+    assert not capabilities("thread").runs_in_caller
+    assert capabilities("subprocess").kills_trees and capabilities("process").kills_trees
+    assert not capabilities("thread").kills_trees
+    assert capabilities(object()) == capabilities(type("Bare", (), {}))  # absent: False
+
+
+class _InCaller:
+    """A third-party executor that runs each job where it is submitted, under its own name."""
+
+    runs_in_caller = True
+
+    def __init__(self, max_workers=None):
+        pass
+
+    def submit(self, job):
+        from pipekit.worker import run_job
+
+        return run_job(job)
+
+    def poll(self, handle):
+        return handle
+
+    def cancel(self, handle):
+        pass
+
+    def shutdown(self, wait=True):
+        pass
+
+
+class _InCallerPlugin:
+    @pipekit.hookimpl
+    def pipekit_executors(self, register):
+        register("in-caller", _InCaller)
+
+
+THREADS: list[int] = []
+
+
+@PipelineDecorator.component(return_values=["x"])
+def where_am_i(x):
+    THREADS.append(threading.get_ident())
+    return x
+
+
+@PipelineDecorator.pipeline(name="capabilities", project="executors")
+def caller_pipeline():
+    return where_am_i(1) + where_am_i(2)
+
+
+def test_an_executor_that_runs_in_the_caller_gets_debug_semantics_whatever_its_name():
+    """Components run as they are called, in the pipeline's own thread."""
+    get_plugin_manager().register(_InCallerPlugin(), name="in-caller")
+    THREADS.clear()
+    PipelineDecorator.run_locally(executor="in-caller")
+    assert caller_pipeline() == 3
+    assert THREADS == [threading.get_ident()] * 2

@@ -372,3 +372,60 @@ def test_a_command_plugin_that_raises_is_a_one_line_cli_error(monkeypatch, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and err.count("\n") == 1
     assert "'pk_bad_commands'" in err and "boom in commands" in err
+
+
+# -- wrappers and registries ------------------------------------------------------------------
+
+
+class _Wrapper:
+    @pipekit.hookimpl(wrapper=True)
+    def pipekit_pipeline_started(self, run):
+        return (yield)
+
+
+class _OldWrapper:
+    @pipekit.hookimpl(hookwrapper=True)
+    def pipekit_step_created(self, node, task, run):
+        yield
+
+
+@pytest.mark.parametrize("plugin", [_Wrapper(), _OldWrapper()], ids=["wrapper", "hookwrapper"])
+def test_a_wrapper_implementation_is_refused_naming_the_plugin(plugin):
+    pm = make_plugin_manager(dists={"pipekit"})
+    with pytest.raises(PluginError, match=r"plugin 'wrapping' implements pipekit_\w+ as a "
+                                          r"wrapper, which pipekit does not support") as info:
+        pm.register(plugin, name="wrapping")
+    assert info.value.plugin == "wrapping"
+    assert "\n" not in str(info.value)
+    assert not pm.has_plugin("wrapping")  # nothing half-registered is left behind
+
+
+class _Third(Serializer):
+    name = "test.third"
+    priority = 50
+
+    def accepts(self, value):
+        return isinstance(value, complex)
+
+    def dump(self, value, fp):
+        fp.write(repr(value).encode())
+
+    def load(self, fp):
+        return complex(fp.read().decode())
+
+
+class _ThirdPlugin:
+    @pipekit.hookimpl
+    def pipekit_serializers(self, register):
+        register(_Third())
+
+
+def test_registering_or_unregistering_a_plugin_refreshes_the_registries(draft):
+    assert "test.third" not in [s.name for s in serializers()]  # gathered once, here
+    plugin = _ThirdPlugin()
+    get_plugin_manager().register(plugin, name="third")
+    assert [s.name for s in serializers()][0] == "test.third"
+    draft.upload_artifact("z", 1 + 2j)
+    assert draft.artifacts["z"].get() == 1 + 2j
+    get_plugin_manager().unregister(plugin)
+    assert "test.third" not in [s.name for s in serializers()]

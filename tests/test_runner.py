@@ -240,6 +240,35 @@ def test_a_vetoed_step_and_its_descendants_are_skipped_others_run(how):
     assert_cascade(run_id, pipe)
 
 
+def _raise_in_callback(pipeline, node, parameters):
+    raise ValueError("bad tuning 7")
+
+
+@pytest.mark.parametrize("where", ["callback", "reference"])
+def test_a_step_that_fails_at_launch_keeps_its_traceback(where, caplog):
+    """Its reason is one line; the traceback is logged at DEBUG and kept in the run's log
+    (no step task exists yet)."""
+    pipe = PipelineController(name="launch-fails", project="runner")
+    pipe.add_function_step("root", echo, function_kwargs={"x": 1}, function_return=["out"])
+    if where == "callback":
+        pipe.add_function_step("tuned", echo, function_kwargs={"x": "${root.out}"},
+                               pre_execute_callback=_raise_in_callback)
+        says = "callback raised ValueError: bad tuning 7"
+    else:
+        pipe.add_function_step("tuned", echo,
+                               function_kwargs={"x": "${root.parameters.General/none}"})
+        says = "${root.parameters.General/none}: step 'root' has no parameter General/none"
+    with caplog.at_level("DEBUG", logger="pipekit.runner"):
+        run_id = run_locally(pipe, executor="inline")
+    node = pipe.get_pipeline_dag()["tuned"]
+    assert node.status == "failed" and says in node.reason and "\n" not in node.reason
+    assert node.tasks == []  # it never became a task
+    [record] = [r for r in caplog.records if "failed at launch" in r.getMessage()]
+    assert "Traceback (most recent call last)" in record.getMessage()
+    log = Task(run_id).get_log()
+    assert f"step 'tuned' failed at launch: {says}" in log and "Traceback" in log
+
+
 # -- 4. fan-out ---------------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
     from . import cache, db, logs, plugins, queues, runs, tasks
 
     for module in (runs, tasks, logs, cache, db, plugins, queues):
@@ -53,6 +54,7 @@ def _register() -> None:
 
 
 def _register_plugin_commands() -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..plugin_manager import call_each
 
     call_each("pipekit_register_commands", cli=cli)

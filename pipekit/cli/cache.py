@@ -18,6 +18,7 @@ def cache() -> None:
 @listing_options("results", name="Only results of steps with this task name.")
 def cache_ls(project: str | None, name: str | None, as_json: bool) -> None:
     """List the task results a cached step with the same key would reuse, newest first."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     found = get_store().cache_entries(project=project, name=name)
@@ -37,6 +38,7 @@ def cache_clear(keys: tuple[str, ...], tasks: tuple[str, ...], everything: bool,
     """Forget cached results (by KEY, --task or --all): the next run of those steps runs
     them again. The tasks and their outputs are kept.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     if not (keys or tasks or everything):

@@ -16,6 +16,7 @@ def db() -> None:
 @json_option
 def status(as_json: bool) -> None:
     """Show the store's location, schema version and pending migrations."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import Store
 
     store = Store(upgrade=False)
@@ -31,6 +32,7 @@ def status(as_json: bool) -> None:
 @db.command("upgrade")
 def upgrade() -> None:
     """Apply pending migrations to the store (creating it if needed)."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import Store
 
     store = Store(upgrade=False)

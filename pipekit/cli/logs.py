@@ -14,6 +14,7 @@ import click
               help="Keep printing new output until the task reaches a final status.")
 def logs(task_id: str, follow: bool) -> None:
     """Print a task's log (stdout and stderr of its execution)."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..models import Status
     from ..store import get_store
 

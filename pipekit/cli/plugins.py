@@ -11,6 +11,7 @@ from .render import json_option, listing
 @json_option
 def plugins(as_json: bool) -> None:
     """List loaded plugins: name, distribution, version and implemented hooks."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..plugin_manager import list_plugins
 
     listing(list_plugins(), as_json, "plugins", ["name", "dist", "version", "module", "hooks"],

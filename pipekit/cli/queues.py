@@ -16,6 +16,7 @@ def queues() -> None:
 @json_option
 def ls(as_json: bool) -> None:
     """List queues with their pending and running task counts."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     listing(get_store().list_queues(), as_json, "queues", ["name", "pending", "running"],

@@ -35,6 +35,7 @@ def emit_json(value: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
     from rich.console import Console
     from rich.table import Table
 

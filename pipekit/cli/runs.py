@@ -31,6 +31,7 @@ _echo_option = click.option("--echo", is_flag=True,
 
 def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None:
     """Run a draft controller task with live progress; exit 1 unless it completes."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..progress import watch
     from ..runs import execute
     from ..store import get_store
@@ -87,6 +88,7 @@ def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], proj
     The script runs as it would with `python SCRIPT`; its pipeline becomes the run, with
     the --param values as its parameters. Exits 1 unless the run completes.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..runs import launch_script
 
     draft = launch_script(script, list(script_args), parse_params(params), project=project)
@@ -106,6 +108,7 @@ def rerun(run_id: str, params: tuple[str, ...], mode: str | None, no_cache: bool
 
     Steps with caching on are served from RUN's results unless their inputs changed.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..runs import clone_run
 
     clone = clone_run(run_id, parse_params(params))
@@ -122,6 +125,7 @@ def runs() -> None:
 def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], limit: int,
             as_json: bool) -> None:
     """List pipeline runs, most recent first."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     found = get_store().list_runs(project=project, name=name, status=statuses, limit=limit)
@@ -141,6 +145,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     Each step also shows its cache hit and parameters; pipelines nested in a step are
     shown under it.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..runs import run_view
 
     view = run_view(run_id)
@@ -155,6 +160,7 @@ _STATUS_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopp
 
 
 def _print_view(view: dict[str, Any]) -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
     from rich.console import Console
     from rich.tree import Tree
 
@@ -206,6 +212,7 @@ def pipelines() -> None:
 @listing_options("pipelines")
 def pipelines_ls(project: str | None, as_json: bool) -> None:
     """List every pipeline version with its structure hash and number of runs."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     found = get_store().list_pipelines(project)
@@ -227,6 +234,7 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
 
     The HTML page is self-contained: it loads nothing from the network.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..render import render
     from ..runs import run_view
 

@@ -23,6 +23,7 @@ def tasks() -> None:
 def ls(project: str | None, name: str | None, statuses: tuple[str, ...],
        tags: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List tasks, most recent first."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     found = get_store().find_tasks(project=project, name=name, status=statuses, tags=tags,
@@ -34,6 +35,7 @@ def ls(project: str | None, name: str | None, statuses: tuple[str, ...],
 
 def task_details(task_id: str) -> dict:
     """Everything ``tasks show`` prints, as plain data."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
     from ..task import Task
 
@@ -113,6 +115,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 def clone(task_id: str, name: str | None, project: str | None, params: tuple[str, ...],
           as_json: bool) -> None:
     """Clone a task into a new draft, optionally with changed parameters."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..params import typed_overrides
     from ..task import Task
 
@@ -132,6 +135,7 @@ def clone(task_id: str, name: str | None, project: str | None, params: tuple[str
 @click.option("--queue", default="default", show_default=True, help="Queue name.")
 def enqueue(task_id: str, queue: str) -> None:
     """Put a draft task on a queue for an agent."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..task import Task
 
     result = Task.enqueue(task_id, queue_name=queue)
@@ -143,6 +147,7 @@ def enqueue(task_id: str, queue: str) -> None:
 @click.option("--quiet", is_flag=True, help="Do not echo the task's output.")
 def run(task_id: str, quiet: bool) -> None:
     """Execute a draft task here, as a subprocess, with its output captured in its log."""
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..worker import run_task
 
     info = run_task(task_id, echo=None if quiet else sys.stdout.buffer)
@@ -159,6 +164,7 @@ def abort(task_ids: tuple[str, ...], reason: str) -> None:
     """Stop tasks that have not finished. Aborting a pipeline run stops its running steps
     and ends it; aborting a step fails its run unless the step may fail.
     """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
     store = get_store()
