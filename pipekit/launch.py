@@ -33,7 +33,7 @@ from .references import Kind, Ref, resolve
 from .store import get_store
 from .task import Task
 
-__all__ = ["Launch", "Launcher", "StepJob", "hook_error"]
+__all__ = ["FunctionCodes", "Launch", "Launcher", "StepJob", "hook_error"]
 
 log = logging.getLogger("pipekit.runner")
 
@@ -63,6 +63,37 @@ class StepJob:
 
     def __repr__(self) -> str:
         return f"<StepJob {self.task.id}>"
+
+
+class FunctionCodes:
+    """A run's function nodes' pickles and code (:class:`pipekit.functions.FunctionCode`).
+
+    Many nodes may share one function (a fan-out, a component called in a loop): each is
+    pickled and hashed once per run, not once per node.
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, tuple[bytes, functions.FunctionCode]] = {}
+        # keyed by the objects, not their ids, so an id cannot be reused while the entry lives
+        self._by_function: dict[tuple[Any, ...], tuple[bytes, functions.FunctionCode]] = {}
+
+    def __call__(self, node: Node) -> tuple[bytes, functions.FunctionCode]:
+        made = self._by_node.get(node.name)
+        if made is not None:
+            return made
+        assert node.function is not None
+        key: tuple[Any, ...] | None = (node.function, *node.helper_functions)
+        try:
+            made = self._by_function.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable callable object: nothing to share
+            made = key = None
+        if made is None:
+            data = functions.pack(node.function, node.name)
+            made = (data, functions.code_of(node.function, node.helper_functions, data))
+            if key is not None:
+                self._by_function[key] = made
+        self._by_node[node.name] = made
+        return made
 
 
 @attrs.frozen

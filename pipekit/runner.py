@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from . import context, functions
+from . import context
 from .capture import StreamCapture
 from .config import NO_CACHE_ENV
 from .dag import Dag
@@ -39,7 +39,7 @@ from .definition import check_added, validate
 from .errors import PipekitError
 from .executor import Executor, capabilities, make_executor
 from .finish import finish_task
-from .launch import Launcher, StepJob, cause, hook_error
+from .launch import FunctionCodes, Launcher, StepJob, cause, hook_error
 from .models import Job, Outcome, Status
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
 from .plugin_manager import call_each, has_impls, notify
@@ -119,9 +119,7 @@ class Runner:
         self._aborting: str | None = None
         self._failed: list[str] = []
         self._next_outside_check = 0.0
-        #: function step -> (its pickle, its code), made once per node
-        self._functions: dict[str, tuple[bytes, functions.FunctionCode]] = {}
-        self._made: dict[tuple[Any, ...], tuple[bytes, functions.FunctionCode]] = {}
+        self._code = FunctionCodes()
 
     @property
     def run_id(self) -> str | None:
@@ -175,29 +173,6 @@ class Runner:
         digests = {name: self._code(node)[1].digest for name, node in self.nodes.items()
                    if node.function is not None}
         return structure_hash(get_store(), self.spec, self.dag, digests)
-
-    def _code(self, node: Node) -> tuple[bytes, functions.FunctionCode]:
-        """A function node's pickle and code. Many nodes may share one function (a fan-out, a
-        component called in a loop): each is made once per run.
-        """
-        made = self._functions.get(node.name)
-        if made is not None:
-            return made
-        assert node.function is not None
-        # The key holds the objects, not their ids, so an id cannot be reused while the
-        # entry lives.
-        key: tuple[Any, ...] | None = (node.function, *node.helper_functions)
-        try:
-            made = self._made.get(key)  # type: ignore[arg-type]
-        except TypeError:  # an unhashable callable object: nothing to share
-            made = key = None
-        if made is None:
-            data = functions.pack(node.function, node.name)
-            made = (data, functions.code_of(node.function, node.helper_functions, data))
-            if key is not None:
-                self._made[key] = made
-        self._functions[node.name] = made
-        return made
 
     def run(self) -> str:
         """Start (if needed) and drive the run to its end; returns its final status.

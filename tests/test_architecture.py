@@ -459,6 +459,44 @@ def test_no_import_circle():
     assert report is None, f"pipekit's modules import each other in a circle:\n{report}"
 
 
+#: DESIGN §1's levels: a module imports only from its own level or lower. A package's level
+#: is its modules' level; the top package (the public API) sits above everything.
+LEVELS: dict[str, int] = {
+    **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs"], 0),
+    **dict.fromkeys(["context", "plugin_manager", "store"], 1),
+    **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",
+                     "monitoring", "versioning", "storage"], 2),
+    **dict.fromkeys(["logger", "finish", "connect", "script", "task", "executor"], 3),
+    **dict.fromkeys(["functions", "worker", "definition", "launch", "runs", "runner"], 4),
+    **dict.fromkeys(["controller", "decorator", "progress", "testing", "agent"], 5),
+    **dict.fromkeys(["cli", "ui", "automation"], 6),
+    "": 7,  # pipekit/__init__.py
+}
+
+
+def level_of(module: str) -> int:
+    """The level of a ``pipekit.*`` module (``KeyError`` for one the map does not place)."""
+    parts = module.split(".")
+    return LEVELS[parts[1] if len(parts) > 1 else ""]
+
+
+def test_every_module_has_a_level():
+    unplaced = [m.name for m in project_modules("pipekit")
+                if (m.name.split(".") + [""])[1] not in LEVELS]
+    assert unplaced == [], f"add these modules to LEVELS (and DESIGN §1's map): {unplaced}"
+
+
+def test_modules_import_only_their_level_or_lower():
+    """Package ``__init__`` files run on any import of their package: an import of
+    ``pipekit.x`` by a module of level L needs only ``x`` itself to sit at L or below.
+    """
+    upward = [f"{m.rel}:{line} ({level_of(m.name)}) imports {name} ({level_of(name)})"
+              for m in project_modules("pipekit")
+              for name, line in import_graph([m]).get(m.name, {}).items()
+              if name != "pipekit" and level_of(name) > level_of(m.name)]
+    assert upward == [], "imports that go up DESIGN §1's levels:\n" + "\n".join(upward)
+
+
 def test_the_store_knows_no_run_loop_and_no_pipeline_api():
     store = [m for m in project_modules("pipekit") if in_package(m.name, ["pipekit.store"])]
     assert len(store) > 3
