@@ -23,6 +23,14 @@ DEFAULT_HOME = "~/.pipekit"
 NO_CACHE_ENV = "PIPEKIT_NO_CACHE"
 #: ``debug`` or ``local``: how ``pipekit run`` asks a script's pipelines to execute
 MODE_ENV = "PIPEKIT_MODE"
+#: seconds a claimed task's lease lasts without a heartbeat (the holder beats every ttl/3)
+LEASE_TTL_ENV = "PIPEKIT_LEASE_TTL"
+#: seconds a queued step waits for a live agent on its queue before it fails
+START_TIMEOUT_ENV = "PIPEKIT_START_TIMEOUT"
+#: ``<worker>:<attempt>``: the lease under which this process executes ``PIPEKIT_TASK_ID``
+LEASE_ENV = "PIPEKIT_LEASE"
+DEFAULT_LEASE_TTL = 60.0
+DEFAULT_START_TIMEOUT = 300.0
 
 
 @attrs.frozen
@@ -72,13 +80,47 @@ def _settings_for(raw_home: str, raw_db: str | None, relative_to: str | None) ->
     return Settings(home=home, db_url=db_url)
 
 
-def configure(home: str | os.PathLike[str] | None = None, db: str | None = None) -> Settings:
+def _seconds(env: str, default: float) -> float:
+    raw = os.environ.get(env)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{env}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def lease_ttl() -> float:
+    """``PIPEKIT_LEASE_TTL``: how long a claim lives without a heartbeat (default 60 s)."""
+    return _seconds(LEASE_TTL_ENV, DEFAULT_LEASE_TTL)
+
+
+def start_timeout() -> float:
+    """``PIPEKIT_START_TIMEOUT``: how long a queued step waits for a live agent (default
+    300 s).
+    """
+    return _seconds(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+
+
+def configure(home: str | os.PathLike[str] | None = None, db: str | None = None, *,
+              lease_ttl: float | None = None, start_timeout: float | None = None) -> Settings:
     """Point this process, and the processes it starts, at a store.
 
     :param home: folder for ``pipekit.db``, ``artifacts/`` and ``logs/`` (``PIPEKIT_HOME``).
     :param db: database URL (``PIPEKIT_DB``); defaults to ``sqlite:///<home>/pipekit.db``.
+    :param lease_ttl: seconds a claimed task's lease lasts (``PIPEKIT_LEASE_TTL``).
+    :param start_timeout: seconds a queued step waits for an agent (``PIPEKIT_START_TIMEOUT``).
     :returns: the settings now in force. Nothing is created until the store is first used.
     """
+    for env, value in ((LEASE_TTL_ENV, lease_ttl), (START_TIMEOUT_ENV, start_timeout)):
+        if value is not None:
+            if not float(value) > 0:
+                raise ConfigError(f"{env.lower().removeprefix('pipekit_')}={value!r} is not a "
+                                  "positive number of seconds")
+            os.environ[env] = str(float(value))
     if home is not None:
         os.environ[HOME_ENV] = str(Path(home).expanduser().resolve())
     if db is not None:

@@ -9,7 +9,8 @@ execute in its own threads. "The current task" therefore depends on the thread a
 3. else the most recent run this process drives (its logic runs as the controller task).
 
 This module only keeps these facts; the objects it holds (``Task`` handles, runners) belong
-to the modules above it, which is why it imports nothing but :mod:`pipekit.config`.
+to the modules above it, which is why it imports nothing but :mod:`pipekit.config` and
+:mod:`pipekit.models`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 
 import attrs
 
-from .config import TASK_ENV
+from .config import LEASE_ENV, TASK_ENV
+from .models import Lease
 
-__all__ = ["Scope", "active_run", "current_task_id", "launched_task_id", "pop_run",
+__all__ = ["Scope", "active_run", "current_task_id", "launched_task_id", "lease_for", "pop_run",
            "process_task", "push_run", "scope", "set_process_task", "thread_scope",
            "worker_id"]
 
@@ -86,6 +88,23 @@ def set_process_task(task: Any) -> None:
 def launched_task_id() -> str | None:
     """The task this process was started to execute (``PIPEKIT_TASK_ID``), if any."""
     return os.environ.get(TASK_ENV) or None
+
+
+def lease_for(task_id: str) -> Lease | None:
+    """The lease under which this process executes ``task_id``: set by the agent that
+    claimed it (``PIPEKIT_LEASE``), for that task only (a pipeline run inside the step makes
+    tasks of its own, which no lease covers).
+    """
+    raw = os.environ.get(LEASE_ENV)
+    if not raw or task_id != launched_task_id():
+        return None
+    worker, _, attempt = raw.rpartition("#")
+    return Lease(worker, int(attempt)) if worker and attempt.isdigit() else None
+
+
+def lease_env(lease: Lease) -> str:
+    """``PIPEKIT_LEASE``'s value for ``lease`` (what :func:`lease_for` reads back)."""
+    return f"{lease.worker}#{lease.attempt}"
 
 
 # -- runs this process drives -------------------------------------------------------------------

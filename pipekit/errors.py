@@ -95,6 +95,19 @@ class TaskStateError(PipekitError, RuntimeError):
         super().__init__(f"cannot {action} task {task_id!r}: its status is {status!r}")
 
 
+class LeaseLost(TaskStateError):
+    """A write made under a lease that is no longer current: the task's worker was presumed
+    lost (its lease expired) and the task was re-queued or failed. The write is refused, so
+    a late ("zombie") attempt never overwrites the current one's results.
+    """
+
+    def __init__(self, task_id: str, lease: object) -> None:
+        self.task, self.lease = task_id, lease
+        PipekitError.__init__(self, f"task {task_id!r}: lease {lease} is no longer current "
+                              "(the task was reaped and re-queued or failed); this attempt's "
+                              "results are discarded")
+
+
 class TaskStatusError(PipekitError, RuntimeError):
     """``wait_for_status`` saw one of the statuses it was told to raise on."""
 

@@ -10,21 +10,26 @@ where a lease's fencing check belongs once remote agents run tasks.
 
 from __future__ import annotations
 
+from . import context
 from .logger import flush_metrics
-from .models import Status
+from .models import Lease, Status
 from .store import get_store
 
 __all__ = ["finish_task"]
 
 
 def finish_task(task_id: str, status: Status, reason: str = "", *,
-                log_size: int | None = None) -> bool:
+                log_size: int | None = None, lease: Lease | None = None) -> bool:
     """End ``task_id`` with ``status`` (and ``reason``); returns whether this call set it.
 
     A task that already has a final status keeps it (a step stopped or timed out from outside
-    is not turned ``completed`` by its late return).
+    is not turned ``completed`` by its late return). A task run under a lease ends only while
+    that lease is current: the fencing check that keeps a presumed-dead worker's late result
+    out.
 
     :param log_size: the size of the task's log, when the caller captured it.
+    :param lease: the claim the caller ran the task under (default: this process's, if it
+        was started by an agent to execute ``task_id``).
     """
     try:
         flush_metrics(task_id)
@@ -32,5 +37,6 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         store = get_store()
         if log_size is not None:
             store.set_log_size(task_id, log_size)
-        moved = store.set_status(task_id, status, reason=reason)
+        moved = store.set_status(task_id, status, reason=reason,
+                                 lease=lease or context.lease_for(task_id))
     return moved

@@ -35,7 +35,7 @@ from .capture import ThreadCapture
 from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
 from .finish import finish_task
 from .hashing import digest_bytes, digest_code, function_source
-from .models import FUNCTION_KIND, ParamInfo, Status, TaskInfo, TaskType, check_name
+from .models import FUNCTION_KIND, Lease, ParamInfo, Status, TaskInfo, TaskType, check_name
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
 from .task import Task, executing
@@ -265,7 +265,8 @@ def _outputs(result: Any, names: list[str], step: str) -> list[tuple[str, Any]]:
     return list(zip(names, result, strict=True))
 
 
-def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> TaskInfo:
+def call(task_id: str, *, worker: str | None = None, capture: bool = True,
+         lease: Lease | None = None) -> TaskInfo:
     """Run a ``created``/``queued`` function task here to its final status; returns it.
 
     The task is ``completed`` only after each return value's artifact is committed; an
@@ -273,13 +274,19 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> Ta
 
     :param capture: copy this thread's output into the task log (a step subprocess
         redirects its whole output instead).
+    :param lease: an agent claimed the task (it is ``in_progress`` already) under this lease;
+        its results are committed only while the lease is current.
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
     info = store.get_task(task_id)
-    if info.status not in (Status.created.value, Status.queued.value):
+    if lease is not None:
+        if info.status != Status.in_progress.value:
+            raise TaskStateError(info.id, info.status, "run")
+    elif info.status not in (Status.created.value, Status.queued.value):
         raise TaskStateError(info.id, info.status, "run")
-    store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
+    else:
+        store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     script = info.script
     log = ThreadCapture(store.log_path(info.id)) if capture else None
     failure: str | None = None
@@ -311,9 +318,9 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True) -> Ta
     finally:
         size = log.stop() if log is not None else None
         if stopped:
-            finish_task(info.id, Status.stopped, stopped, log_size=size)
+            finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease)
         elif failure is not None:
-            finish_task(info.id, Status.failed, failure, log_size=size)
+            finish_task(info.id, Status.failed, failure, log_size=size, lease=lease)
         else:
-            finish_task(info.id, Status.completed, log_size=size)
+            finish_task(info.id, Status.completed, log_size=size, lease=lease)
     return store.get_task(info.id)

@@ -171,9 +171,60 @@ class ModelInfo:
 
 @attrs.frozen
 class QueueInfo:
+    """A queue: how many of its tasks wait, how many run, how many live agents serve it."""
+
     name: str
     pending: int = 0
     running: int = 0
+    agents: int = 0
+
+
+@attrs.frozen
+class Lease:
+    """Who holds a claimed task, and which attempt: the fencing token. Results are committed
+    only while the task's queue entry still names this worker and attempt.
+    """
+
+    worker: str
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.worker}#{self.attempt}"
+
+
+@attrs.frozen
+class Claim:
+    """A task an agent took from ``queue`` under ``lease`` (expiring at ``expires``)."""
+
+    task: TaskInfo
+    queue: str
+    lease: Lease
+    expires: float | None = None
+
+
+@attrs.frozen
+class Reaped:
+    """What the reaper did with a task whose lease expired: ``requeued`` or ``failed``."""
+
+    task: str
+    action: str
+    lease: Lease
+    reason: str
+
+
+@attrs.frozen
+class AgentInfo:
+    """One ``pipekit agent`` process as it last reported itself."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    workers: int
+    started: float
+    heartbeat: float
+    tasks: tuple[str, ...] = ()
+    state: str = "running"
 
 
 @attrs.frozen

@@ -411,8 +411,9 @@ class Task:
                                      f"{os.fspath(artifact_object)!r}", artifact=name)
         store = get_store()
         ref, auto_preview = store_value(store, artifact_object, name)
-        info = store.put_artifact(self._id, name, ref, metadata,
-                                  str(preview) if preview is not None else auto_preview)
+        shown = str(preview) if preview is not None else auto_preview
+        info = store.put_artifact(self._id, name, ref, metadata, shown,
+                                  lease=context.lease_for(self._id))
         if delete_after_upload and isinstance(artifact_object, (str, os.PathLike)):
             Path(artifact_object).unlink(missing_ok=True)
         if has_impls("pipekit_artifact_uploaded"):
@@ -430,7 +431,8 @@ class Task:
         check_name("model", name)
         store = get_store()
         ref, _ = store_value(store, path_or_object, name)
-        info = store.add_model(self._id, name, ref, framework)
+        info = store.add_model(self._id, name, ref, framework,
+                               lease=context.lease_for(self._id))
         if has_impls("pipekit_model_uploaded"):
             notify("pipekit_model_uploaded", task=self.data, model=info)
         return Model(store, info)

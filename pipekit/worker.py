@@ -24,12 +24,12 @@ import psutil
 
 from . import context
 from .capture import open_log, pump
-from .config import DB_ENV, HOME_ENV, TASK_ENV, configure
+from .config import DB_ENV, HOME_ENV, LEASE_ENV, TASK_ENV, configure
 from .errors import PipekitError, TaskStateError
 from .executor import outcome_of, settle
 from .finish import finish_task
 from .functions import call
-from .models import Job, Outcome, Status, TaskInfo
+from .models import Job, Lease, Outcome, Status, TaskInfo
 from .store import get_store
 
 __all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_job_in_child",
@@ -37,18 +37,45 @@ __all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to a process and every descendant (children first found, then killed)."""
+    """Send ``sig`` to a process, every descendant, and every other process of the session it
+    leads (steps run in a session of their own, so a double-forked grandchild that was
+    re-parented away from the tree is still found by its session).
+    """
     try:
         root = psutil.Process(pid)
         procs = [*root.children(recursive=True), root]
     except psutil.NoSuchProcess:
-        return
+        procs = []
+    procs += session_members(pid, exclude=procs)
     for proc in procs:
         try:
             proc.send_signal(sig)
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=5)
+
+
+def session_members(sid: int, exclude: list[psutil.Process] | None = None
+                    ) -> list[psutil.Process]:
+    """The processes of session ``sid`` (a step's session is its leader's pid); never this
+    process's own session.
+    """
+    try:
+        if sid == os.getsid(0):
+            return []
+    except OSError:
+        return []
+    skip = {p.pid for p in exclude or ()}
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in skip:
+            continue
+        try:
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (OSError, psutil.Error):  # gone meanwhile, or not ours to ask about
+            continue
+    return found
 
 
 def describe_exit(returncode: int) -> str:
@@ -59,7 +86,7 @@ def describe_exit(returncode: int) -> str:
 
 def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None,
              on_start: Callable[[int], None] | None = None,
-             env: Mapping[str, str] | None = None) -> TaskInfo:
+             env: Mapping[str, str] | None = None, lease: Lease | None = None) -> TaskInfo:
     """Run a ``created`` or ``queued`` task to its final status; returns it.
 
     A script task runs as a child process; a function task runs in this process
@@ -68,22 +95,27 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     :param echo: also copy the child's output here (the CLI passes its stdout).
     :param on_start: called with the child's pid once it runs (executors keep it to cancel).
     :param env: extra environment for a script task's child (an empty value unsets).
+    :param lease: an agent claimed the task (``in_progress`` already) under this lease: the
+        task's results and final status land only while it is current.
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
     info = store.get_task(store.resolve_task_id(task_id))
-    if info.status not in (Status.created.value, Status.queued.value):
+    runnable = (Status.in_progress.value,) if lease is not None else (
+        Status.created.value, Status.queued.value)
+    if info.status not in runnable:
         raise TaskStateError(info.id, info.status, "run")
     if info.is_function:
-        return call(info.id, worker=worker)
+        return call(info.id, worker=worker, lease=lease)
     script = info.script
     path = script.get("path")
     if not path:
         raise PipekitError(f"task {info.id!r} has no script to run")
-    store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
+    if lease is None:
+        store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     log_path = store.log_path(info.id)
     if not os.path.isfile(path):
-        finish_task(info.id, Status.failed, f"script not found: {path}")
+        finish_task(info.id, Status.failed, f"script not found: {path}", lease=lease)
         return store.get_task(info.id)
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -92,7 +124,9 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         else:
             child_env.pop(key, None)
     child_env.update({TASK_ENV: info.id, HOME_ENV: str(store.settings.home),
-                DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
+                      DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
+    if lease is not None:  # the script's own uploads are fenced by the same lease
+        child_env[LEASE_ENV] = context.lease_env(lease)
     cmd = [sys.executable, path, *script.get("argv", [])]
     proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=child_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -112,14 +146,14 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     copier.join(timeout=10)
     size = log_path.stat().st_size if log_path.exists() else None
     if stopped:
-        finish_task(info.id, Status.stopped, stopped, log_size=size)
+        finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease)
     elif returncode == 0:
-        finish_task(info.id, Status.completed, log_size=size)
+        finish_task(info.id, Status.completed, log_size=size, lease=lease)
     else:
         recorded = store.get_task(info.id).status_reason  # the script's own why
         reason = describe_exit(returncode)
         finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
-                    log_size=size)
+                    log_size=size, lease=lease)
     return store.get_task(info.id)
 
 
@@ -152,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = get_store()
     task_id = store.resolve_task_id(args[0])
+    lease = context.lease_for(task_id)  # an agent started this process for a claimed task
     if store.get_task(task_id).is_function:
         # This process is the step: everything written to fd 1/2 (by Python, C extensions
         # or children) goes to the task log, as a script step's piped output does.
@@ -161,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
             if quiet:
                 os.dup2(log.fileno(), 1)
                 os.dup2(log.fileno(), 2)
-            info = call(task_id, capture=not quiet)
+            info = call(task_id, capture=not quiet, lease=lease)
             sys.stdout.flush()
             sys.stderr.flush()
         store.set_log_size(task_id, store.log_path(task_id).stat().st_size)
     else:
-        info = run_task(task_id, echo=None if quiet else sys.stdout.buffer)
+        info = run_task(task_id, echo=None if quiet else sys.stdout.buffer, lease=lease)
     return 0 if info.status == Status.completed.value else 1
 
 

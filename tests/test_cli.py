@@ -169,8 +169,8 @@ def test_tasks_enqueue_and_queues_ls(draft):
     assert "queued on 'default'" in invoke("tasks", "enqueue", draft.id).stdout
     assert draft.get_status() == "queued"
     queues = json.loads(invoke("queues", "ls", "--json").stdout)
-    assert queues == [{"name": "default", "pending": 1, "running": 0},
-                      {"name": "services", "pending": 0, "running": 0}]
+    assert queues == [{"name": "default", "pending": 1, "running": 0, "agents": 0},
+                      {"name": "services", "pending": 0, "running": 0, "agents": 0}]
     table = invoke("queues", "ls").stdout
     assert "default" in table and "services" in table
     assert json.loads(invoke("tasks", "show", draft.id, "--json").stdout)["queue"] == "default"

@@ -79,22 +79,26 @@ def test_fixture_is_a_version_1_store_with_data(v1_home):
     assert len(blobs) == 1 and blobs[0].stat().st_size > 32 * 1024
 
 
-def test_opening_upgrades_to_version_2_keeping_every_row(v1_home):
+APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases"]
+#: table -> the value every existing row gets in the column a later migration adds (last)
+ADDED_COLUMNS = {"task": None, "queue_entry": 2}
+
+
+def test_opening_upgrades_to_the_newest_version_keeping_every_row(v1_home):
     db = v1_home / "pipekit.db"
     before = dump(db)
     store = get_store()  # opening upgrades
-    assert migrate.current_version(store.db) == migrate.newest_version() == 2
+    assert migrate.current_version(store.db) == migrate.newest_version() == 3
     after = dump(db)
-    assert set(after) == set(before)
+    assert set(after) == set(before) | {"agent"} and after["agent"] == []
     for table, rows in before.items():
-        if table == "task":
-            # Same rows; each gained the new column (last, NULL).
-            assert [row[:-1] for row in after[table]] == rows
-            assert all(row[-1] is None for row in after[table])
+        if table in ADDED_COLUMNS:
+            # Same rows; each gained the new column (last), with its default.
+            assert [row[:-1] for row in after[table]] == rows, table
+            assert all(row[-1] == ADDED_COLUMNS[table] for row in after[table])
         elif table == "schema_version":
             assert after[table][0] == rows[0]
-            assert [r[:2] for r in after[table]] == [(1, "0001_initial"),
-                                                     (2, "0002_task_cache_key")]
+            assert [r[1] for r in after[table]] == ["0001_initial", *APPLIED_AFTER_V1]
         else:
             assert after[table] == rows, table
     assert store.integrity_check() == "ok"
@@ -206,16 +210,16 @@ def test_two_concurrent_upgrades_one_applies_the_other_waits(v1_home, tmp_path):
                 p.communicate()
     assert [p.returncode for p in procs] == [0, 0], results
     outputs = sorted((json.loads(out) for out, _ in results), key=lambda r: r["applied"])
-    assert [r["applied"] for r in outputs] == [[], ["0002_task_cache_key"]]
+    assert [r["applied"] for r in outputs] == [[], APPLIED_AFTER_V1]
     assert count("applying-*") == 1
     assert (work / f"applying-{outputs[1]['pid']}").exists()
 
     after = dump(v1_home / "pipekit.db")
-    assert [r[:2] for r in after["schema_version"]] == [(1, "0001_initial"),
-                                                        (2, "0002_task_cache_key")]
-    assert [row[:-1] for row in after["task"]] == before["task"]
+    assert [r[1] for r in after["schema_version"]] == ["0001_initial", *APPLIED_AFTER_V1]
+    for table in ADDED_COLUMNS:
+        assert [row[:-1] for row in after[table]] == before[table], table
     for table in before:
-        if table not in ("task", "schema_version"):
+        if table not in (*ADDED_COLUMNS, "schema_version"):
             assert after[table] == before[table], table
     assert get_store().integrity_check() == "ok"
 

@@ -23,10 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from strategies import param_dicts
 
 from pipekit import params as P
-from pipekit.errors import QueueNotFound, TaskNotFound, TaskStateError
+from pipekit.errors import LeaseLost, QueueNotFound, TaskNotFound, TaskStateError
 from pipekit.models import (
     CacheEntry,
+    Claim,
+    Lease,
     NodeRecord,
+    ObjectRef,
     ParamInfo,
     PipelineRecord,
     RunRecord,
@@ -109,8 +112,8 @@ while not go.exists():
         sys.exit("never got the go signal")
     time.sleep(0.001)
 taken = []
-while (task := store.claim(["default"], worker)) is not None:
-    taken.append(task.id)
+while (claim := store.claim(["default"], worker)) is not None:
+    taken.append(claim.task.id)
 print(json.dumps(taken))
 """
 
@@ -521,8 +524,10 @@ class StoreContract:
         store.enqueue(later, "gpu", priority=5)
         store.enqueue(other, "default")
         before = time.time()
-        got = store.claim(["gpu"], "w1", lease=30)
-        assert got is not None and got.id == high
+        claim = store.claim(["gpu"], "w1", lease=30)
+        assert claim is not None and (claim.queue, claim.lease) == ("gpu", Lease("w1", 1))
+        got = claim.task
+        assert got.id == high
         assert (got.status, got.worker) == ("in_progress", "w1")
         assert got.started >= before and got.ended is None
         assert got == store.get_task(high)
@@ -530,9 +535,9 @@ class StoreContract:
         assert (entry.worker, entry.attempt) == ("w1", 1)
         assert before + 30 <= entry.lease_expires <= time.time() + 30
         assert store.queue_of(high) == "gpu"  # the entry stays: the task ran from this queue
-        assert [store.claim(["gpu"], "w2").id for _ in range(2)] == [later, low]
+        assert [store.claim(["gpu"], "w2").task.id for _ in range(2)] == [later, low]
         assert store.claim(["gpu", "nowhere"], "w2") is None  # unknown queues hold nothing
-        assert store.claim(["nowhere", "default"], "w3").id == other
+        assert store.claim(["nowhere", "default"], "w3").task.id == other
         assert [(q.name, q.pending, q.running) for q in store.list_queues()] == [
             ("default", 0, 1), ("gpu", 0, 3), ("services", 0, 0)]
 
@@ -542,17 +547,108 @@ class StoreContract:
         store.enqueue(stopped, "default", priority=9)
         store.enqueue(waiting, "default")
         assert store.set_status(stopped, Status.stopped)
-        assert store.claim(["default"], "w1").id == waiting
+        assert store.claim(["default"], "w1").task.id == waiting
         assert store.claim(["default"], "w1") is None
         assert store.get_task(stopped).status == "stopped"
         # Re-enqueued, it is claimable again, as its second attempt.
         store.enqueue(stopped, "default")
-        assert store.claim(["default"], "w2").id == stopped
+        assert store.claim(["default"], "w2").task.id == stopped
         assert t.QueueEntry.get(t.QueueEntry.task == stopped).attempt == 1
         store.set_status(stopped, Status.failed)
         store.enqueue(stopped, "default")
-        assert store.claim(["default"], "w3").id == stopped
+        assert store.claim(["default"], "w3").task.id == stopped
         assert t.QueueEntry.get(t.QueueEntry.task == stopped).attempt == 2
+
+    # -- leases: heartbeat, reaping, fencing, giving back --------------------------------
+
+    def _claimed(self, store: Store, name: str = "leased", lost_retries: int = 1,
+                 lease: float = 30) -> Claim:
+        task_id = store.create_task(project="leases", name=name).id
+        store.enqueue(task_id, "default", lost_retries=lost_retries)
+        claim = store.claim(["default"], "agent-a", lease=lease)
+        assert claim is not None and claim.task.id == task_id
+        return claim
+
+    def test_a_heartbeat_extends_only_the_holders_current_lease(self, store: Store):
+        claim = self._claimed(store)
+        task_id, lease = claim.task.id, claim.lease
+        _, first = store.lease_of(task_id)
+        assert store.heartbeat([(task_id, lease)], ttl=100) == {task_id}
+        held, expires = store.lease_of(task_id)
+        assert held == lease and expires > first + 60
+        assert store.heartbeat([(task_id, Lease("agent-b", 1))], ttl=100) == set()
+        assert store.heartbeat([(task_id, Lease("agent-a", 2))], ttl=100) == set()
+        store.set_status(task_id, Status.completed)
+        assert store.heartbeat([(task_id, lease)], ttl=100) == set()  # nothing left to hold
+
+    def test_an_expired_lease_is_requeued_while_attempts_remain_then_fails_worker_lost(
+            self, store: Store):
+        claim = self._claimed(store, lost_retries=1, lease=10)
+        task_id = claim.task.id
+        assert store.reap(now=time.time() + 5) == []  # not expired yet
+        [reaped] = store.reap(now=time.time() + 11)
+        assert (reaped.task, reaped.action, reaped.lease) == (task_id, "requeued",
+                                                             Lease("agent-a", 1))
+        info = store.get_task(task_id)
+        assert info.status == "queued" and "agent-a lost" in info.status_reason
+        assert store.reap(now=time.time() + 11) == []  # reaped once, by whoever came first
+        again = store.claim(["default"], "agent-b", lease=10)
+        assert again.lease == Lease("agent-b", 2) and again.task.status_reason == ""
+        [reaped] = store.reap(now=time.time() + 11)
+        assert reaped.action == "failed"
+        info = store.get_task(task_id)
+        assert info.status == "failed" and info.status_reason.startswith("worker lost:")
+        assert "agent-b" in info.status_reason and info.ended is not None
+
+    def test_a_stale_attempt_can_commit_nothing(self, store: Store):
+        """RELIABILITY 9 at the store: once attempt 2 holds the task, attempt 1's status,
+        artifacts and models are refused and attempt 2's stand."""
+        claim = self._claimed(store, lease=10)
+        task_id, stale = claim.task.id, claim.lease
+        store.reap(now=time.time() + 11)
+        current = store.claim(["default"], "agent-b", lease=30).lease
+        ref = ObjectRef(digest="d" * 64, size=1, serializer="json", type="int",
+                        filename="x.json", inline=b"1")
+        with pytest.raises(LeaseLost, match=r"lease agent-a#1 is no longer current"):
+            store.put_artifact(task_id, "out", ref, lease=stale)
+        with pytest.raises(LeaseLost):
+            store.add_model(task_id, "net", ref, lease=stale)
+        assert store.set_status(task_id, Status.completed, lease=stale) is False
+        assert store.get_task(task_id).status == "in_progress"
+        store.put_artifact(task_id, "out", ref, lease=current)
+        assert store.set_status(task_id, Status.completed, lease=current) is True
+        assert [a.name for a in store.list_artifacts(task_id)] == ["out"]
+        assert store.list_models(task_id) == []
+
+    def test_a_released_task_is_queued_again_without_using_an_attempt(self, store: Store):
+        claim = self._claimed(store, lost_retries=1, lease=10)
+        task_id = claim.task.id
+        assert store.release(task_id, Lease("agent-b", 1), "nope") is False  # not its holder
+        assert store.release(task_id, claim.lease, "agent shut down") is True
+        info = store.get_task(task_id)
+        assert (info.status, info.status_reason) == ("queued", "agent shut down")
+        assert store.release(task_id, claim.lease, "twice") is False
+        again = store.claim(["default"], "agent-b", lease=10)
+        assert again.lease.attempt == 2
+        [reaped] = store.reap(now=time.time() + 11)
+        assert reaped.action == "requeued"  # the give-back did not use up its one retry
+
+    def test_agents_register_heartbeat_and_count_on_their_queues(self, store: Store):
+        store.ensure_queue("gpu")
+        with pytest.raises(QueueNotFound, match=r"unknown queue 'tpu' \(known queues: .*gpu"):
+            store.register_agent(["tpu"], host="h", pid=1, pid_started=0.0)
+        a = store.register_agent(["gpu", "default"], host="h", pid=1, pid_started=0.0)
+        store.register_agent(["tpu"], host="h", pid=2, pid_started=0.0, create_queues=True)
+        counts = {q.name: q.agents for q in store.list_queues()}
+        assert counts == {"default": 1, "gpu": 1, "services": 0, "tpu": 1}
+        store.agent_heartbeat(a, ["t1"], state="stopping")
+        [info] = [x for x in store.list_agents() if x.id == a]
+        assert (info.queues, info.tasks, info.state) == (("gpu", "default"), ("t1",),
+                                                         "stopping")
+        store.agent_heartbeat(a, [], state="stopped")
+        assert a not in {x.id for x in store.list_agents()}
+        assert a in {x.id for x in store.list_agents(include_gone=True)}
+        assert {q.name: q.agents for q in store.list_queues(live_within=0)}["tpu"] == 0
 
     @pytest.mark.timeout(90)
     def test_processes_claiming_at_once_each_take_different_tasks(self, store: Store,

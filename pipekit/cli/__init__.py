@@ -47,9 +47,9 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from . import cache, db, logs, plugins, queues, runs, tasks
+    from . import agents, cache, db, logs, plugins, queues, runs, tasks
 
-    for module in (runs, tasks, logs, cache, db, plugins, queues):
+    for module in (runs, tasks, logs, cache, db, plugins, queues, agents):
         module.register(cli)
 
 

@@ -15,12 +15,13 @@ def queues() -> None:
 @queues.command("ls")
 @json_option
 def ls(as_json: bool) -> None:
-    """List queues with their pending and running task counts."""
+    """List queues: tasks waiting, tasks running, and live agents serving each."""
     # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
 
-    listing(get_store().list_queues(), as_json, "queues", ["name", "pending", "running"],
-            lambda q: [q.name, q.pending, q.running], "no queues")
+    listing(get_store().list_queues(), as_json, "queues",
+            ["name", "pending", "running", "agents"],
+            lambda q: [q.name, q.pending, q.running, q.agents], "no queues")
 
 
 def register(cli: click.Group) -> None:

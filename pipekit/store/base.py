@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..config import Settings, get_settings
-from ..errors import ForkedHandleError, StoreTooNew
+from ..errors import ForkedHandleError, LeaseLost, StoreTooNew
+from ..models import Lease
 from . import migrate
 from . import statements as sql
 from . import tables as t
@@ -100,6 +101,16 @@ class StoreBase:
     def _sql(self, statement: str, params: Sequence[Any] = ()) -> Any:
         """Run one of the hot-path statements of :mod:`.statements`; returns the cursor."""
         return self.db.execute_sql(self.dialect.sql(statement), params)
+
+    def _fence(self, task_id: str, lease: Lease | None) -> None:
+        """Inside a write: refuse it unless ``lease`` (if any) is still the task's current
+        claim.
+
+        :raises LeaseLost: it is not.
+        """
+        if lease is not None and self._sql(
+                sql.LEASE_HELD, (task_id, lease.worker, lease.attempt)).fetchone() is None:
+            raise LeaseLost(task_id, lease)
 
     def _project_id(self, name: str) -> int:
         """The id of project ``name``, created if new (call inside a write transaction)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactNotFound, ModelNotFound
-from ..models import ArtifactInfo, ModelInfo, ObjectRef, ScalarPoint
+from ..models import ArtifactInfo, Lease, ModelInfo, ObjectRef, ScalarPoint
 from . import statements as sql
 from . import tables as t
 from .base import StoreBase, new_id
@@ -34,12 +34,15 @@ class OutputStore(StoreBase):
     # -- artifacts and models ---------------------------------------------------------------
 
     def put_artifact(self, task_id: str, name: str, ref: ObjectRef,
-                     metadata: Mapping[str, Any] | None = None, preview: str = "") -> ArtifactInfo:
+                     metadata: Mapping[str, Any] | None = None, preview: str = "",
+                     lease: Lease | None = None) -> ArtifactInfo:
         """Record an artifact whose object is already stored; replaces one of the same name.
 
         :param ref: where the serialized object is (inline bytes or a blob digest).
         :param metadata: JSON-able user metadata (other values are stored as text).
         :param preview: a short text shown in listings.
+        :param lease: the claim under which the task runs: recorded only while it is current.
+        :raises LeaseLost: ``lease`` is no longer current.
         """
         now = time.time()
         meta = json.dumps(dict(metadata or {}), default=str)
@@ -48,6 +51,7 @@ class OutputStore(StoreBase):
                ref.inline, meta, preview, now)
 
         def upsert() -> None:
+            self._fence(task_id, lease)
             self._sql(sql.UPSERT_ARTIFACT, row)
             self._sql(sql.TOUCH_TASK, (now, task_id))
 
@@ -80,15 +84,22 @@ class OutputStore(StoreBase):
                              created=r.created) for r in query]
 
     def add_model(self, task_id: str, name: str, ref: ObjectRef,
-                  framework: str | None = None) -> ModelInfo:
-        """Record an output model (a new id each time) whose object is already stored."""
+                  framework: str | None = None, lease: Lease | None = None) -> ModelInfo:
+        """Record an output model (a new id each time) whose object is already stored.
+
+        :param lease: as for :meth:`put_artifact`.
+        """
         model_id = new_id()
         now = time.time()
-        self.write(lambda: t.OutputModel.insert(
-            id=model_id, task=task_id, name=name, framework=framework, digest=ref.digest,
-            size=ref.size, serializer=ref.serializer, type=ref.type, filename=ref.filename,
-            inline=ref.inline,
-            created=now).execute())
+
+        def insert() -> None:
+            self._fence(task_id, lease)
+            t.OutputModel.insert(
+                id=model_id, task=task_id, name=name, framework=framework, digest=ref.digest,
+                size=ref.size, serializer=ref.serializer, type=ref.type, filename=ref.filename,
+                inline=ref.inline, created=now).execute()
+
+        self.write(insert)
         return ModelInfo(id=model_id, task=task_id, name=name, ref=ref, framework=framework,
                          created=now)
 

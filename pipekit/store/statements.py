@@ -85,6 +85,15 @@ def set_status(fields: tuple[str, ...], n_sources: int) -> str:
     return f"UPDATE task SET {sets} WHERE id = ?{where}"
 
 
+#: appended to a status or output write made under a lease: it lands only while the task's
+#: queue entry still names the same worker and attempt (the fencing check)
+FENCE = (" AND EXISTS (SELECT 1 FROM queue_entry WHERE queue_entry.task_id = ? "
+         "AND queue_entry.worker = ? AND queue_entry.attempt = ?)")
+LEASE_HELD = ("SELECT 1 FROM queue_entry WHERE task_id = ? AND worker = ? AND attempt = ?")
+EXTEND_LEASE = ("UPDATE queue_entry SET lease_expires = ? WHERE task_id = ? AND worker = ? "
+                "AND attempt = ? AND task_id IN (SELECT id FROM task WHERE status = 'in_progress')")
+
+
 @cache
 def update_node(fields: tuple[str, ...]) -> str:
     """``UPDATE node SET <fields> WHERE run_id = ? AND name = ?``."""

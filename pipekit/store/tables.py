@@ -159,7 +159,21 @@ class QueueEntry(Base):
     enqueued = FloatField()
     worker = CharField(null=True)
     attempt = IntegerField(default=0)
-    lease_expires = FloatField(null=True)
+    lease_expires = FloatField(null=True, index=True)  # index: migration 0003
+    max_attempts = IntegerField(default=2)  # migration 0003
+
+
+class Agent(Base):  # migration 0003
+    id = CharField(primary_key=True, max_length=32)
+    host = CharField()
+    pid = IntegerField()
+    pid_started = FloatField()
+    queues = TextField(default="[]")  # JSON list of queue names
+    workers = IntegerField(default=1)
+    started = FloatField()
+    heartbeat = FloatField(index=True)
+    tasks = TextField(default="[]")  # JSON list of the task ids it runs now
+    state = CharField(default="running")  # running | stopping | stopped
 
 
 class Pipeline(Base):
@@ -199,4 +213,4 @@ class Node(Base):
 
 
 ALL_TABLES = [Project, Task, Parameter, Configuration, Artifact, OutputModel, Scalar,
-              SingleValue, Report, Queue, QueueEntry, Pipeline, Run, Node]
+              SingleValue, Report, Queue, QueueEntry, Agent, Pipeline, Run, Node]

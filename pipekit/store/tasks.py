@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import StoreError, TaskNotFound, TaskStateError
-from ..models import ParamInfo, Status, TaskInfo, sources_of
+from ..models import Lease, ParamInfo, Status, TaskInfo, sources_of
 from . import statements as sql
 from . import tables as t
 from .base import StoreBase, new_id
@@ -218,7 +218,8 @@ class TaskStore(StoreBase):
         return self.write(update)
 
     def set_status(self, task_id: str, new: Status, *, reason: str = "",
-                   worker: str | None = None, force: bool = False) -> bool:
+                   worker: str | None = None, force: bool = False,
+                   lease: Lease | None = None) -> bool:
         """Move a task to ``new`` if its current status allows it; returns whether it moved.
 
         The check and the update are one conditional statement, so of two processes racing
@@ -229,6 +230,8 @@ class TaskStore(StoreBase):
         :param reason: the status reason (a failure's error, a stop's cause).
         :param worker: who runs it (with ``in_progress``).
         :param force: move whatever the current status.
+        :param lease: the claim under which the caller ran the task: the move happens only
+            while it is current (the fencing check).
         :raises TaskNotFound: no task has this id.
         """
         new = Status(new)
@@ -247,7 +250,10 @@ class TaskStore(StoreBase):
             fields.update(started=None, ended=None)
         allowed = () if force else tuple(s.value for s in sources_of(new))
         statement = sql.set_status(tuple(fields), len(allowed))
-        params = (*fields.values(), task_id, *allowed)
+        params: tuple[Any, ...] = (*fields.values(), task_id, *allowed)
+        if lease is not None:
+            statement += sql.FENCE
+            params += (task_id, lease.worker, lease.attempt)
 
         def update() -> int:
             return self._sql(statement, params).rowcount

@@ -1,0 +1,237 @@
+"""``pipekit agent``, as real processes: claiming, leases that expire when an agent dies
+(RELIABILITY 8), a stale attempt fenced out (9), an abort killing a step's whole session (10),
+graceful shutdown, and one-line errors.
+
+Agents here run with a 3 s lease (``PIPEKIT_LEASE_TTL``) so that a lost one is reaped fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cloudpickle
+import psutil
+import pytest
+
+from pipekit import Task, functions
+from pipekit.store import get_store
+from pipekit.testing import wait_until
+
+# Step functions reach the step process as cloudpickle; this module is not importable there.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
+TTL = "3"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPEKIT_LEASE_TTL", TTL)
+
+
+@pytest.fixture
+def agents():
+    """Start ``pipekit agent`` processes; every one left is killed (with its steps) at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([PIPEKIT, "agent", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def script_task(tmp_path: Path, body: str, name: str = "step") -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return Task.create(project_name="agents", task_name=name, script=str(path)).id
+
+
+def function_task(fn, name: str, **kwargs) -> str:
+    store = get_store()
+    data = functions.pack(fn, name)
+    return functions.create_task(store, fn, data, functions.code_of(fn, (), data), kwargs,
+                                 ["out"], project="agents", name=name, type=None,
+                                 parent=None).id
+
+
+def status_of(task_id: str) -> str:
+    return get_store().get_task(task_id).status
+
+
+def attempt_and_result(marker_dir: str):
+    """Record that this attempt started, wait for its gate, return which attempt it was."""
+    import os as _os
+    import time as _time
+    from pathlib import Path as _Path
+
+    attempt = _os.environ["PIPEKIT_LEASE"].rpartition("#")[2]
+    folder = _Path(marker_dir)
+    (folder / f"started-{attempt}").write_text(str(_os.getpid()))
+    while not (folder / f"gate-{attempt}").exists():
+        _time.sleep(0.05)
+    return f"attempt {attempt}"
+
+
+def double(x):
+    print("doubling", x)
+    return x * 2
+
+
+def test_an_agent_runs_queued_script_and_function_tasks_as_itself(tmp_path, agents):
+    script = script_task(tmp_path, """
+        from pipekit import Task
+        task = Task.init()
+        print("hello from the script")
+        task.upload_artifact("answer", 42)
+    """)
+    fn = function_task(double, "double", x=21)
+    Task.enqueue(script, "default")
+    Task.enqueue(fn, "default")
+    agent = agents("--queue", "default", "--exit-when-idle", "1")
+    out, _ = agent.communicate(timeout=90)
+    assert agent.returncode == 0, out
+    store = get_store()
+    for task_id in (script, fn):
+        info = store.get_task(task_id)
+        assert info.status == "completed", (info.status_reason, out)
+        assert info.worker.endswith(f":{agent.pid}")  # the agent that claimed it
+    assert Task(script).artifacts["answer"].get() == 42
+    assert "hello from the script" in Task(script).get_log()
+    assert Task(fn).artifacts["out"].get() == 42 and "doubling 21" in Task(fn).get_log()
+    [gone] = store.list_agents(include_gone=True)
+    assert (gone.pid, gone.queues, gone.state) == (agent.pid, ("default",), "stopped")
+
+
+def test_an_unknown_queue_is_a_one_line_error(agents):
+    agent = agents("--queue", "nope")
+    out, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 1
+    assert out.strip().splitlines()[-1] == (
+        "Error: unknown queue 'nope' (known queues: default, services)")
+    assert "Traceback" not in out
+
+
+def _sleeper(tmp_path: Path) -> str:
+    """A script task that records its pid and attempt, then sleeps unless it is attempt 2."""
+    return script_task(tmp_path, f"""
+        import os, time
+        attempt = os.environ["PIPEKIT_LEASE"].rpartition("#")[2]
+        open({str(tmp_path)!r} + f"/started-{{attempt}}", "w").write(str(os.getpid()))
+        if attempt == "1":
+            time.sleep(60)
+        print("finished attempt", attempt)
+    """, name="sleeper")
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_killed_agents_task_is_requeued_then_fails_worker_lost(tmp_path, agents, retries):
+    """RELIABILITY 8: the lease expires, a live agent reaps it: attempt 2 when retries
+    remain, else failed "worker lost"."""
+    task_id = _sleeper(tmp_path)
+    get_store().enqueue(task_id, "default", lost_retries=retries)
+    first = agents("--queue", "default")
+    started = tmp_path / "started-1"
+    wait_until(lambda: started.exists() and started.read_text(), 60, "attempt 1 to start")
+    os.killpg(first.pid, signal.SIGKILL)  # the agent ...
+    os.killpg(int(started.read_text()), signal.SIGKILL)  # ... and its step die together
+    killed = time.monotonic()
+    agents("--queue", "default")
+    if retries:
+        wait_until(lambda: status_of(task_id) == "completed", 60, "attempt 2 to complete")
+        assert time.monotonic() - killed < 10 + 5  # re-queued and run within 10 s (+ start)
+        assert get_store().lease_of(task_id)[0].attempt == 2
+        assert "finished attempt 2" in Task(task_id).get_log()
+    else:
+        wait_until(lambda: status_of(task_id) == "failed", 60, "the task to fail")
+        reason = get_store().get_task(task_id).status_reason
+        assert reason.startswith("worker lost:") and f":{first.pid} " in reason
+        assert not (tmp_path / "started-2").exists()
+
+
+def test_a_stale_attempt_is_fenced_out(tmp_path, agents):
+    """RELIABILITY 9: an agent frozen past its lease comes back after attempt 2 completed;
+    its step's late result and artifact are rejected."""
+    task_id = function_task(attempt_and_result, "fenced", marker_dir=str(tmp_path))
+    Task.enqueue(task_id, "default")
+    frozen = agents("--queue", "default")
+    wait_until(lambda: (tmp_path / "started-1").exists(), 60, "attempt 1 to start")
+    stale_worker = int((tmp_path / "started-1").read_text())
+    frozen.send_signal(signal.SIGSTOP)  # no more heartbeats; its step waits at its gate
+    agents("--queue", "default")
+    wait_until(lambda: (tmp_path / "started-2").exists(), 60, "attempt 2 to start")
+    (tmp_path / "gate-1").touch()  # attempt 1 returns while attempt 2 runs: it may not commit
+    wait_until(lambda: not psutil.pid_exists(stale_worker)
+               or psutil.Process(stale_worker).status() == psutil.STATUS_ZOMBIE, 30,
+               "the stale attempt to end")
+    assert "LeaseLost: task" in Task(task_id).get_log()  # attempt 1 was told why
+    assert status_of(task_id) == "in_progress" and "out" not in Task(task_id).artifacts
+    (tmp_path / "gate-2").touch()
+    wait_until(lambda: status_of(task_id) == "completed", 60, "attempt 2 to complete")
+    frozen.send_signal(signal.SIGCONT)  # back, it finds its lease gone and writes nothing
+    info = get_store().get_task(task_id)
+    assert (info.status, info.status_reason) == ("completed", "")
+    assert Task(task_id).artifacts["out"].get() == "attempt 2"
+
+
+def test_aborting_a_task_kills_its_whole_session_double_forked_included(tmp_path, agents):
+    """RELIABILITY 10 under an agent."""
+    pidfile = tmp_path / "daemon.pid"
+    task_id = script_task(tmp_path, f"""
+        import os, time
+        if os.fork() == 0:          # double fork: the grandchild leaves the process tree
+            if os.fork() == 0:
+                open({str(pidfile)!r}, "w").write(str(os.getpid()))
+                time.sleep(120)
+            os._exit(0)
+        time.sleep(120)
+    """, name="forker")
+    Task.enqueue(task_id, "default")
+    agent = agents("--queue", "default")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text(), 60, "the daemon to start")
+    daemon = int(pidfile.read_text())
+    assert psutil.Process(daemon).ppid() != psutil.Process(agent.pid).pid
+    result = subprocess.run([PIPEKIT, "tasks", "abort", task_id], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: not psutil.pid_exists(daemon)
+               or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE, 15,
+               "the double-forked daemon to be killed")
+    assert status_of(task_id) == "stopped"
+    assert agent.poll() is None  # the agent lives on
+
+
+def test_sigterm_finishes_a_short_task_and_gives_a_long_one_back(tmp_path, agents):
+    task_id = _sleeper(tmp_path)
+    Task.enqueue(task_id, "default")
+    agent = agents("--queue", "default")
+    wait_until(lambda: (tmp_path / "started-1").exists(), 60, "attempt 1 to start")
+    agent.send_signal(signal.SIGTERM)
+    wait_until(lambda: [a.state for a in get_store().list_agents()] == ["stopping"], 30,
+               "the agent to start shutting down")
+    agent.send_signal(signal.SIGTERM)  # the second: give it back now
+    out, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, out
+    info = get_store().get_task(task_id)
+    assert info.status == "queued" and "shut down" in info.status_reason
+    step = int((tmp_path / "started-1").read_text())
+    wait_until(lambda: not psutil.pid_exists(step)
+               or psutil.Process(step).status() == psutil.STATUS_ZOMBIE, 15, "the step to die")
+    agents("--queue", "default", "--exit-when-idle", "1").communicate(timeout=90)
+    assert status_of(task_id) == "completed"
+    assert "finished attempt 2" in Task(task_id).get_log()
