@@ -235,3 +235,17 @@ def test_sigterm_finishes_a_short_task_and_gives_a_long_one_back(tmp_path, agent
     agents("--queue", "default", "--exit-when-idle", "1").communicate(timeout=90)
     assert status_of(task_id) == "completed"
     assert "finished attempt 2" in Task(task_id).get_log()
+
+
+def test_the_agents_page_example_runs_with_an_agent(tmp_path, agents):
+    """docs/agents.md's example, as written, with an agent serving the default queue."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "agents.md").read_text()
+    example = page.rsplit("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.py").write_text(example)
+    agent = agents("--queue", "default", "--exit-when-idle", "5")
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello from an agent"
+    agent.communicate(timeout=60)
+    assert agent.returncode == 0
