@@ -25,9 +25,12 @@ NO_CACHE_ENV = "PIPEKIT_NO_CACHE"
 MODE_ENV = "PIPEKIT_MODE"
 #: seconds a claimed task's lease lasts without a heartbeat (the holder beats every ttl/3)
 LEASE_TTL_ENV = "PIPEKIT_LEASE_TTL"
-#: ``<worker>:<attempt>``: the lease under which this process executes ``PIPEKIT_TASK_ID``
+#: seconds a queued step waits for a live agent on its queue before it fails
+START_TIMEOUT_ENV = "PIPEKIT_START_TIMEOUT"
+#: ``<worker>#<attempt>``: the lease under which this process executes ``PIPEKIT_TASK_ID``
 LEASE_ENV = "PIPEKIT_LEASE"
 DEFAULT_LEASE_TTL = 60.0
+DEFAULT_START_TIMEOUT = 300.0
 
 
 @attrs.frozen
@@ -95,16 +98,24 @@ def lease_ttl() -> float:
     return _seconds(LEASE_TTL_ENV, DEFAULT_LEASE_TTL)
 
 
+def start_timeout() -> float:
+    """``PIPEKIT_START_TIMEOUT``: how long a queued step waits for a live agent on its queue
+    before it fails (default 300 s).
+    """
+    return _seconds(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+
+
 def configure(home: str | os.PathLike[str] | None = None, db: str | None = None, *,
-              lease_ttl: float | None = None) -> Settings:
+              lease_ttl: float | None = None, start_timeout: float | None = None) -> Settings:
     """Point this process, and the processes it starts, at a store.
 
     :param home: folder for ``pipekit.db``, ``artifacts/`` and ``logs/`` (``PIPEKIT_HOME``).
     :param db: database URL (``PIPEKIT_DB``); defaults to ``sqlite:///<home>/pipekit.db``.
     :param lease_ttl: seconds a claimed task's lease lasts (``PIPEKIT_LEASE_TTL``).
+    :param start_timeout: seconds a queued step waits for an agent (``PIPEKIT_START_TIMEOUT``).
     :returns: the settings now in force. Nothing is created until the store is first used.
     """
-    for env, value in ((LEASE_TTL_ENV, lease_ttl),):
+    for env, value in ((LEASE_TTL_ENV, lease_ttl), (START_TIMEOUT_ENV, start_timeout)):
         if value is not None:
             if not float(value) > 0:
                 raise ConfigError(f"{env.lower().removeprefix('pipekit_')}={value!r} is not a "

@@ -14,6 +14,7 @@ processes.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,11 +25,12 @@ from . import params as P
 from .config import MODE_ENV
 from .dag import Dag
 from .definition import (
+    check_queues,
     check_retry,
     check_task_overrides,
     default_max_workers,
     function_node,
-    refuse_queues,
+    validate,
 )
 from .errors import (
     BadReference,
@@ -43,6 +45,7 @@ from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
 from .references import find
 from .runner import Runner
+from .runs import enqueue_controller
 from .store import get_store
 from .task import Task
 from .versioning import check_version
@@ -243,20 +246,53 @@ class PipelineController:
               step_task_created_callback: Callable[..., Any] | None = None,
               step_task_completed_callback: Callable[..., Any] | None = None,
               wait: bool = True) -> bool:
-        """Run the pipeline with its steps sent to their queues (remote mode).
+        """Run the pipeline remotely, as ClearML does: its controller goes to ``queue`` and
+        this process exits; an agent serving ``queue`` runs this script again as the
+        controller, which sends each step to its queue (``execution_queue``, else the default
+        queue) for agents to run.
 
-        The controller itself runs in this process.
+        In the process an agent started to execute the controller (or under ``pipekit run``)
+        the pipeline runs here, its steps on their queues; ``pipekit run --mode local`` or
+        ``debug`` runs the steps here too.
+
+        :raises DefinitionError: a step has no queue and there is no default queue; a bad
+            DAG. Raised before anything is enqueued.
         """
+        mode = os.environ.get(MODE_ENV)
+        if mode is None and not self._executing_controller():
+            validate(self._spec)
+            check_queues(self._spec)
+            info = enqueue_controller(self._spec, queue or "services")
+            print(f"pipeline {self._spec.name!r} enqueued on {queue or 'services'!r} as run "
+                  f"{info.id}: an agent serving it runs the controller "
+                  f"(`pipekit agent --queue {queue or 'services'}`); watch it with "
+                  f"`pipekit runs show {info.id[:12]}`", flush=True)
+            sys.exit(0)
         self._launch(remote=True, executor=None, max_workers=None, wait=wait,
                      created=step_task_created_callback, completed=step_task_completed_callback)
         return True
+
+    @staticmethod
+    def _executing_controller() -> bool:
+        """Whether this process was started to execute a controller task (an agent running
+        a pipeline enqueued with ``start(queue=...)``, ``pipekit run``, a rerun).
+        """
+        launched = context.launched_task_id()
+        if not launched:
+            return False
+        try:
+            return get_store().get_task(launched).type == TaskType.controller.value
+        except TaskNotFound:
+            return False
 
     def start_locally(self, run_pipeline_steps_locally: bool = False,
                       executor: str | None = None, max_workers: int | None = None,
                       step_task_created_callback: Callable[..., Any] | None = None,
                       step_task_completed_callback: Callable[..., Any] | None = None,
                       wait: bool = True) -> None:
-        """Run the controller here; with ``run_pipeline_steps_locally=True`` every step too.
+        """Run the controller here. Its steps go to their queues (``execution_queue``, else
+        the default queue) for ``pipekit agent`` processes to run, as in ClearML; with
+        ``run_pipeline_steps_locally=True`` every step runs on this machine instead.
 
         :param executor: the executor plugin for local steps: ``subprocess`` (default),
             ``thread``, ``process``, ``inline`` (debug: synchronous, in this process) or one
@@ -279,11 +315,9 @@ class PipelineController:
             remote, executor = False, DEBUG_EXECUTOR
         elif mode == "local":
             remote = False
-        if remote:
-            queued = sorted({n.queue or self._spec.default_queue or "" for n in
-                             self._spec.nodes.values()} - {""})
-            refuse_queues(queued[0] if queued else None, "steps are",
-                          "use start_locally(run_pipeline_steps_locally=True)")
+        if remote:  # the steps go to their queues, for agents
+            check_queues(self._spec)
+            executor = "queue"
         runner = Runner(self._spec, pipeline=self, executor=executor or "subprocess",
                         max_workers=max_workers or default_max_workers(),
                         step_task_created_callback=created,

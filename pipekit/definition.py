@@ -34,7 +34,8 @@ from .models import NAME_RE, TaskType
 from .nodes import Node, PipelineSpec
 from .references import Kind, check, find, step_dependencies
 
-__all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added", "check_retry",
+__all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added", "check_queues",
+           "check_retry",
            "check_task_overrides", "default_max_workers", "function_node", "refuse_queues",
            "validate"]
 
@@ -83,16 +84,31 @@ def check_task_overrides(step: str, overrides: Iterable[str]) -> None:
 
 
 def refuse_queues(queue: str | None, what: str, instead: str) -> None:
-    """Refuse steps on a queue while pipekit has no agents to serve queues.
+    """Refuse steps on a queue where pipekit cannot send them yet (a decorated pipeline run
+    remotely).
 
     :param what: the subject, e.g. ``"steps are"`` or ``"component 'x' is"``.
     :param instead: the local alternative to suggest.
     :raises PipekitError: ``queue`` is set.
     """
     if queue:
-        raise PipekitError(f"{what} assigned to queue {queue!r}, and running steps on queues "
-                           "needs `pipekit agent`, which this version of pipekit does not have "
-                           f"yet: {instead}")
+        raise PipekitError(f"{what} assigned to queue {queue!r}, and decorated pipelines "
+                           f"cannot send steps to queues in this version of pipekit: {instead}")
+
+
+def check_queues(spec: PipelineSpec) -> None:
+    """Every step of a pipeline whose steps go to queues (remote mode) has one: its own
+    ``execution_queue``, else the pipeline's default (as ClearML checks).
+
+    :raises DefinitionError: a step has neither (a ``ValueError``, as in ClearML).
+    """
+    for node in spec.nodes.values():
+        if not node.queue and not spec.default_queue:
+            raise DefinitionError(f"Node {node.name!r} missing execution queue, no default "
+                                  "queue defined and no specific node queue defined "
+                                  "(set_default_execution_queue(), or run the steps here "
+                                  "with start_locally(run_pipeline_steps_locally=True))",
+                                  step=node.name)
 
 
 def function_node(name: str, function: Callable[..., Any],

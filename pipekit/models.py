@@ -237,10 +237,14 @@ class ScalarPoint:
 
 @attrs.frozen
 class Job:
-    """Execute task ``task_id`` (the task of step ``step``, if any): what executors get."""
+    """Execute task ``task_id`` (the task of step ``step``, if any): what executors get.
+
+    :param queue: the queue the step asked for (remote mode), for executors that use one.
+    """
 
     task_id: str
     step: str = ""
+    queue: str | None = None
 
 
 @attrs.frozen

@@ -308,9 +308,9 @@ class Runner:
     def _executor_for(self, node: Node) -> tuple[str, Executor]:
         """The executor a node runs on, made on first use and shared by the run's nodes.
 
-        Every node of a run uses the run's executor today: steps on queues are refused
-        when the pipeline is defined until agents exist, and the node's queue is where
-        remote mode will route instead.
+        Every node of a run uses the run's executor: a local one, or the ``queue`` executor
+        when its steps go to queues (the job then carries the node's queue, else the
+        pipeline's default).
         """
         name = self.executor_name
         executors = self._live.executors
@@ -359,7 +359,8 @@ class Runner:
         self._set_status(node, NodeStatus.in_progress, task=task_id)
         try:
             _, executor = self._executor_for(node)
-            handle = executor.submit(Job(task_id, node.name))
+            handle = executor.submit(Job(task_id, node.name,
+                                         queue=node.queue or self.spec.default_queue))
         except Exception as exc:
             reason = f"executor {self.executor_name!r} could not start it: {cause(exc)}"
             finish_task(task_id, Status.failed, reason)

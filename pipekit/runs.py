@@ -39,7 +39,8 @@ from .task import current_step
 from .versioning import choose_version, provisional_version
 from .worker import run_task
 
-__all__ = ["OpenRun", "clone_run", "execute", "launch_script", "open_run", "run_view"]
+__all__ = ["OpenRun", "clone_run", "enqueue_controller", "execute", "launch_script", "open_run",
+           "run_view"]
 
 MODES = ("debug", "local")
 
@@ -286,6 +287,33 @@ def launch_script(script: str, args: list[str] | None = None,
     if params:
         store.set_parameters(info.id, _args(store, info.id, params))
     return info
+
+
+def enqueue_controller(spec: PipelineSpec, queue: str, *, script: str | None = None,
+                       args: list[str] | None = None) -> TaskInfo:
+    """A draft controller task that re-runs this script (``script``, default ``sys.argv[0]``)
+    with ``spec``'s parameters as its ``Args``, put on ``queue`` for an agent: what
+    ``PipelineController.start(queue=...)`` does, as ClearML's ``execute_remotely``.
+
+    :raises PipekitError: there is no script file to run again (an interactive session).
+    :raises QueueNotFound: ``queue`` does not exist.
+    """
+    store = get_store()
+    path = script or (sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else "")
+    if not path or not Path(path).is_file():
+        raise PipekitError(f"pipeline {spec.name!r}: start(queue={queue!r}) runs this script "
+                           "again on an agent, but there is no script file (an interactive "
+                           "session?): use start_locally()")
+    info = launch_script(path, list(sys.argv[1:] if args is None else args),
+                         project=spec.project, store=store)
+    store.update_task(info.id, name=spec.name)
+    store.set_parameters(info.id, [
+        ParamInfo("Args", name, P.to_text(value),
+                  spec.parameter_types.get(name) or P.type_name(value),
+                  spec.parameter_descriptions.get(name, ""))
+        for name, value in spec.parameters.items()])
+    store.enqueue(info.id, queue)
+    return store.get_task(info.id)
 
 
 def clone_run(run_id: str, params: Mapping[str, str] | None = None, *,

@@ -6,11 +6,12 @@ See docs/execution-modes.md.
 """
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
 from pipekit import PipelineController, Task
-from pipekit.errors import PipekitError
 
 
 def work(seconds, label):
@@ -53,10 +54,13 @@ print(f"time limit: run ended after {time.monotonic() - began:.1f} s; step {node
       f"({node.reason}); task {task.get_status()}; "
       f"step threads still running: {[t.name for t in threading.enumerate() if 'step' in t.name]}")
 
-# Remote mode (steps on queues, run by `pipekit agent`) is not in this version.
+# Remote mode: the controller runs here, the steps go to their queue, and an agent runs them.
+pipekit_cli = os.path.join(os.path.dirname(sys.executable), "pipekit")
+agent = subprocess.Popen([pipekit_cli, "agent", "--queue", "default", "--exit-when-idle", "2"],
+                         stderr=subprocess.DEVNULL)
 pipe = build("modes-remote")
 pipe.set_default_execution_queue("default")
-try:
-    pipe.start()
-except PipekitError as exc:
-    print(f"start(): {exc}")
+pipe.start_locally()
+both = Task.get_task(task_id=pipe.get_pipeline_dag()["both"].executed)
+print(f"remote     steps run by agent pid {agent.pid}: {both.artifacts['out'].get()}")
+agent.wait()

@@ -100,6 +100,18 @@ class QueueStore(AgentStore):
 
         self.write(put)
 
+    def fail_queued(self, task_id: str, reason: str) -> bool:
+        """Fail a task that is still ``queued`` (none took it in time); returns whether it
+        was. A task an agent claimed meanwhile is left to run.
+        """
+        self._check()
+        now = time.time()
+        fields = {"status": Status.failed.value, "status_reason": reason, "last_update": now,
+                  "ended": now}
+        statement = sql.set_status(tuple(fields), 1)
+        return bool(self.write(lambda: self._sql(
+            statement, (*fields.values(), task_id, Status.queued.value)).rowcount))
+
     def waiting(self, queues: Sequence[str]) -> int:
         """How many tasks are ``queued`` on ``queues`` (a read: no write lock taken)."""
         names = list(dict.fromkeys(queues))

@@ -1,0 +1,179 @@
+"""Remote mode: a pipeline's steps go to queues and real ``pipekit agent`` processes run them.
+
+``start_locally()`` runs the controller here and sends the steps to their queues;
+``start(queue=...)`` enqueues the controller itself and exits, an agent runs it. A step on a
+queue nobody serves fails after the start timeout (RELIABILITY 11); a step whose agent dies
+is re-run on another agent and the pipeline still succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from pipeline_helpers import node_statuses
+
+from pipekit import PipelineController, Task
+from pipekit.errors import DefinitionError
+from pipekit.store import get_store
+from pipekit.testing import wait_until
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
+
+
+@pytest.fixture
+def agents():
+    started: list[subprocess.Popen] = []
+
+    def start(*queues: str) -> subprocess.Popen:
+        args = [a for q in queues for a in ("--queue", q)]
+        proc = subprocess.Popen([PIPEKIT, "agent", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def slow_on_first_attempt(x, marker_dir):
+    import os as _os
+    import time as _time
+    from pathlib import Path as _Path
+
+    attempt = _os.environ["PIPEKIT_LEASE"].rpartition("#")[2]
+    (_Path(marker_dir) / f"started-{attempt}").write_text(str(_os.getpid()))
+    if attempt == "1":
+        _time.sleep(120)
+    return x + 1
+
+
+def build(name: str, queue: str | None = "default") -> PipelineController:
+    pipe = PipelineController(name=name, project="remote")
+    if queue:
+        pipe.set_default_execution_queue(queue)
+    pipe.add_parameter("x", 3)
+    pipe.add_function_step("a", square, {"x": "${pipeline.x}"}, ["y"])
+    pipe.add_function_step("b", square, {"x": 4}, ["y"])
+    pipe.add_function_step("total", add, {"a": "${a.y}", "b": "${b.y}"}, ["y"])
+    return pipe
+
+
+def test_start_locally_sends_the_steps_to_agents(agents):
+    one, two = agents("default"), agents("default")
+    pipe = build("remote-steps")
+    pipe.start_locally()
+    assert pipe.is_successful()
+    total = Task.get_task(task_id=pipe.get_pipeline_dag()["total"].executed)
+    assert total.artifacts["y"].get() == 25
+    store = get_store()
+    workers = {store.get_task(n.executed).worker.rpartition(":")[2]
+               for n in pipe.get_pipeline_dag().values()}
+    assert workers <= {str(one.pid), str(two.pid)} and workers  # agents ran every step
+    assert store.get_task(pipe.id).worker is None or str(os.getpid()) in \
+        store.get_task(pipe.id).worker  # the controller ran here
+
+
+def test_a_step_without_a_queue_is_refused_before_anything_runs():
+    pipe = build("no-queue", queue=None)
+    with pytest.raises(ValueError, match=r"Node 'a' missing execution queue") as info:
+        pipe.start_locally()
+    assert isinstance(info.value, DefinitionError)
+    assert get_store().list_runs() == []
+
+
+def test_a_step_on_a_queue_no_agent_serves_fails_after_the_start_timeout(monkeypatch):
+    """RELIABILITY 11: never a silent wait."""
+    monkeypatch.setenv("PIPEKIT_START_TIMEOUT", "1")
+    get_store().ensure_queue("gpu")
+    pipe = build("nobody-listens", queue="gpu")
+    began = time.monotonic()
+    pipe.start_locally()
+    assert time.monotonic() - began < 30
+    assert not pipe.is_successful()
+    statuses = node_statuses(pipe.id)
+    assert statuses["a"] == "failed" and statuses["total"] == "skipped"
+    reason = get_store().get_task(pipe.get_pipeline_dag()["a"].tasks[-1]).status_reason
+    assert reason.startswith("no agent listening on queue 'gpu'")
+
+
+def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(tmp_path,
+                                                                              agents):
+    first = agents("default")
+    pipe = PipelineController(name="agent-dies", project="remote")
+    pipe.set_default_execution_queue("default")
+    pipe.add_function_step("slow", slow_on_first_attempt,
+                           {"x": 1, "marker_dir": str(tmp_path)}, ["y"])
+    pipe.add_function_step("after", square, {"x": "${slow.y}"}, ["y"])
+    pipe.start_locally(wait=False)
+    started = tmp_path / "started-1"
+    wait_until(lambda: started.exists() and started.read_text(), 60, "attempt 1 to start")
+    os.killpg(first.pid, signal.SIGKILL)
+    os.killpg(int(started.read_text()), signal.SIGKILL)
+    killed = time.monotonic()
+    agents("default")
+    assert pipe.wait(timeout=60)
+    assert time.monotonic() - killed < 30
+    assert pipe.is_successful()
+    after = Task.get_task(task_id=pipe.get_pipeline_dag()["after"].executed)
+    assert after.artifacts["y"].get() == 4
+
+
+def test_start_enqueues_the_controller_and_agents_run_everything(tmp_path, agents):
+    script = tmp_path / "remote_pipeline.py"
+    script.write_text(textwrap.dedent(f"""
+        import cloudpickle, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import test_remote
+        cloudpickle.register_pickle_by_value(test_remote)
+        pipe = test_remote.build("enqueued", queue="default")
+        pipe.start(queue="services")
+        print("not reached when enqueuing")
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "not reached" not in result.stdout
+    assert "enqueued on 'services' as run" in result.stdout
+    [run] = get_store().list_runs() or [None]
+    run_id = result.stdout.split(" as run ")[1].split(":")[0]
+    assert run is None  # nothing ran yet: the controller waits on 'services'
+    assert get_store().get_task(run_id).status == "queued"
+    services, default = agents("services"), agents("default")
+    wait_until(lambda: get_store().get_task(run_id).status in ("completed", "failed"), 120,
+               "the enqueued pipeline to finish")
+    info = get_store().get_task(run_id)
+    assert info.status == "completed", (info.status_reason, Task(run_id).get_log())
+    assert info.worker.endswith(f":{services.pid}")
+    assert node_statuses(run_id) == {"a": "completed", "b": "completed", "total": "completed"}
+    steps = {n.name: n.task for n in get_store().list_nodes(run_id)}
+    assert Task(steps["total"]).artifacts["y"].get() == 25
+    assert {get_store().get_task(t).worker for t in steps.values()} == {
+        f"{info.worker.rpartition(':')[0]}:{default.pid}"}
