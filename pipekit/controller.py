@@ -63,8 +63,8 @@ class PipelineController:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"pipeline name must be a non-empty string, not {name!r}")
         check_retry(retry_on_failure, "pipeline")
-        if version is not None:
-            check_version(version)
+        # ClearML (automation/controller.py, __init__): a blank version means "not set".
+        version = check_version(version) if version else None
         self._spec = PipelineSpec(
             name=name, project=project or "default", version=version,
             auto_version_bump=auto_version_bump,
@@ -364,6 +364,15 @@ class PipelineController:
     def id(self) -> str | None:
         """The current run's controller task id (``None`` before ``start``)."""
         return self._runner.run_id if self._runner is not None else None
+
+    @property
+    def version(self) -> str | None:
+        """The pipeline version (ClearML's ``PipelineController.version``): the one given as
+        ``version=`` until the run starts, then the version the run records (chosen as
+        docs/versioning.md says; a decorated pipeline's is settled when it ends).
+        """
+        info = self._runner.info if self._runner is not None else None
+        return info.version if info is not None else self._spec.version
 
     @property
     def task(self) -> Task | None:
