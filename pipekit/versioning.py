@@ -5,11 +5,11 @@ A version is what ClearML's ``PipelineController(version=...)`` accepts as a pla
 one or more non-negative integers separated by dots (PEP 440's release segment, without its
 epoch, pre-, post-, dev- or local parts). A pipeline's first version is ``1.0.0``. Every run
 records the structure hash of what it runs (:meth:`pipekit.dag.Dag.structure_hash`: step
-names, parents, code digests, parameter defaults). With ``auto_version_bump=True`` a run whose hash differs from the newest version's
-asks the ``pipekit_version_bump`` hook for the next version (the built-in ``autoversion``
-plugin adds one to the last number, as ClearML's ``Version.get_next_version`` does: ``1.0.4``
--> ``1.0.5``, ``1.2`` -> ``1.3``, ``23`` -> ``24``; a plugin answering first wins). An explicit
-``version=`` is always used as given.
+names, parents, code digests, parameter defaults). With ``auto_version_bump=True`` a run
+whose hash differs from the newest version's asks the ``pipekit_version_bump`` hook for the
+next version (the built-in ``autoversion`` plugin adds one to the last number, as ClearML's
+``Version.get_next_version`` does: ``1.0.4`` -> ``1.0.5``, ``1.2`` -> ``1.3``, ``23`` ->
+``24``; a plugin answering first wins). An explicit ``version=`` is always used as given.
 """
 
 from __future__ import annotations
