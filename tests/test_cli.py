@@ -165,6 +165,14 @@ def test_tasks_run_of_a_failing_task_is_one_error_line(tmp_path):
     assert result.stdout == ""
 
 
+def test_tasks_run_of_a_draft_without_a_script_is_one_error_line():
+    task = Task.create(project_name="proj", task_name="holder")  # ClearML allows no script
+    proc = pk("tasks", "run", task.id)
+    assert_one_line_error(proc, f"task {task.id} failed: no script to run: ",
+                          "Task.create() without script=")
+    assert task.get_status() == "failed"
+
+
 def test_tasks_enqueue_and_queues_ls(draft):
     assert "queued on 'default'" in invoke("tasks", "enqueue", draft.id).stdout
     assert draft.get_status() == "queued"
