@@ -24,6 +24,7 @@ from . import params as P
 from .config import MODE_ENV
 from .dag import Dag
 from .definition import (
+    check_arguments,
     check_retry,
     check_task_overrides,
     default_max_workers,
@@ -169,13 +170,19 @@ class PipelineController:
         ``function_return`` becomes an artifact of the task holding that return value
         (``${<name>.<return>}`` passes it to another step).
 
+        As in ClearML, an argument that is a reference (``"${step.out}"``,
+        ``"${pipeline.rows}"``) must name a step or parameter added before this step; other
+        references are checked by ``start``.
+
         :raises DefinitionError: a bad or duplicate name, a function that cannot be pickled,
-            a bad return name or a malformed reference.
+            a bad return name, a malformed reference, or an argument referring to a step or
+            pipeline parameter not added yet (a ``ValueError``, as ClearML raises).
         """
         if not callable(function):
             raise DefinitionError(f"step {name!r}: function must be callable, not "
                                   f"{type(function).__name__}", step=name)
         self._check_name(name)
+        check_arguments(name, function_kwargs, self._spec)
         node = function_node(
             name, function, function_kwargs, function_return, project_name=project_name,
             task_name=task_name, task_type=task_type, parents=parents, queue=execution_queue,

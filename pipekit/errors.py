@@ -275,14 +275,16 @@ class UnknownReference(DefinitionError):
 
     ``.step`` is the referring step, ``.ref`` the reference text, ``.missing`` the unknown
     name and ``.what`` what it should have named (``"step"`` or ``"pipeline parameter"``).
+    ``fix`` replaces the list of known names when no close match exists.
     """
 
     def __init__(self, step: str, ref: str, known: Iterable[object] = (), *,
-                 missing: str | None = None, what: str = "step") -> None:
+                 missing: str | None = None, what: str = "step",
+                 fix: str | None = None) -> None:
         self.ref, self.missing, self.what = ref, missing, what
         self.known = sorted(str(k) for k in known)
         name = f" {missing!r}" if missing is not None else ""
-        hint = _did_you_mean(missing, self.known)
+        hint = _did_you_mean(missing, self.known) or fix
         if not hint:
             shown = ", ".join(repr(k) for k in self.known[:10])
             more = ", …" if len(self.known) > 10 else ""
