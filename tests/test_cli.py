@@ -317,6 +317,19 @@ def test_errors_are_one_line_without_traceback(draft, args, fragments):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("command", [["runs", "show"], ["tasks", "show"], ["logs"]])
+def test_a_short_or_shared_id_prefix_says_how_many_characters_it_needs(command):
+    store = get_store()
+    store.create_task(project="p", name="one", task_id="c0ffee" + "1" * 26)
+    proc = pk(*command, "c0f")
+    assert_one_line_error(proc, "task id prefix 'c0f' is too short (1 task starts with it)",
+                          "give at least 6 characters")
+    store.create_task(project="p", name="two", task_id="c0ffee12" + "0" * 24)
+    proc = pk(*command, "c0ffee")
+    assert_one_line_error(proc, "task id prefix 'c0ffee' is ambiguous (2 tasks start with it)",
+                          "give at least 8 characters")
+
+
 def test_debug_shows_the_traceback():
     proc = pk("--debug", "tasks", "show", "0123456789abcdef")
     assert proc.returncode != 0
