@@ -554,10 +554,11 @@ def test_logger_single_values_text_and_tables(draft, store, capsys):
     assert draft.get_reported_single_values() == {"accuracy": 0.95}
     assert "a line of text" in capsys.readouterr().out
     assert "a line of text" in draft.get_log()
-    assert [r["content"] for r in store.reports(draft.id, "text")] == ["a line of text"]
+    assert [r.content for r in store.reports(draft.id, "text")] == ["a line of text"]
     (table,) = store.reports(draft.id, "table")
-    assert (table["title"], table["series"]) == ("results", "summary")
-    assert json.loads(table["content"])["data"] == [["a", 1], ["b", 2]]
+    assert (table.task, table.kind, table.title, table.series) == (
+        draft.id, "table", "results", "summary")
+    assert json.loads(table.content)["data"] == table.data["data"] == [["a", 1], ["b", 2]]
     with pytest.raises(ValueError):
         logger.report_table("empty", "none")
 
@@ -566,7 +567,7 @@ def test_logger_report_table_from_a_dataframe(draft, store):
     pd = pytest.importorskip("pandas")
     draft.get_logger().report_table("df", "s", table_plot=pd.DataFrame({"x": [1, 2]}))
     (table,) = store.reports(draft.id, "table")
-    assert json.loads(table["content"])["data"] == [[1], [2]]
+    assert json.loads(table.content)["data"] == [[1], [2]]
 
 
 def test_current_logger_is_the_current_tasks(executing):
