@@ -28,8 +28,9 @@ HEADER = """\
 
 Every command reads the store named by `PIPEKIT_HOME` / `PIPEKIT_DB` (see
 [store.md](store.md)). A task can be named by its full id or by a unique prefix of at least
-6 characters. Errors are one line on stderr and exit status 1; add `--debug` (before the
-command: `pipekit --debug tasks ls`) for the traceback. Listings take `--json`; every command
+6 characters (a shorter or shared prefix is refused, saying how many characters it needs).
+Errors are one line on stderr and exit status 1; add `--debug` (before the command: `pipekit
+--debug tasks ls`) for the traceback. Listings take `--json`; every command
 takes `-h` / `--help`.
 
 Commands that plugins add through the `pipekit_register_commands` hook are not listed here;

@@ -25,6 +25,7 @@ from . import params as P
 from .config import MODE_ENV
 from .dag import Dag
 from .definition import (
+    check_arguments,
     check_queues,
     check_retry,
     check_task_overrides,
@@ -66,8 +67,8 @@ class PipelineController:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"pipeline name must be a non-empty string, not {name!r}")
         check_retry(retry_on_failure, "pipeline")
-        if version is not None:
-            check_version(version)
+        # ClearML (automation/controller.py, __init__): a blank version means "not set".
+        version = check_version(version) if version else None
         self._spec = PipelineSpec(
             name=name, project=project or "default", version=version,
             auto_version_bump=auto_version_bump,
@@ -172,13 +173,19 @@ class PipelineController:
         ``function_return`` becomes an artifact of the task holding that return value
         (``${<name>.<return>}`` passes it to another step).
 
+        As in ClearML, an argument that is a reference (``"${step.out}"``,
+        ``"${pipeline.rows}"``) must name a step or parameter added before this step; other
+        references are checked by ``start``.
+
         :raises DefinitionError: a bad or duplicate name, a function that cannot be pickled,
-            a bad return name or a malformed reference.
+            a bad return name, a malformed reference, or an argument referring to a step or
+            pipeline parameter not added yet (a ``ValueError``, as ClearML raises).
         """
         if not callable(function):
             raise DefinitionError(f"step {name!r}: function must be callable, not "
                                   f"{type(function).__name__}", step=name)
         self._check_name(name)
+        check_arguments(name, function_kwargs, self._spec)
         node = function_node(
             name, function, function_kwargs, function_return, project_name=project_name,
             task_name=task_name, task_type=task_type, parents=parents, queue=execution_queue,
@@ -398,6 +405,15 @@ class PipelineController:
     def id(self) -> str | None:
         """The current run's controller task id (``None`` before ``start``)."""
         return self._runner.run_id if self._runner is not None else None
+
+    @property
+    def version(self) -> str | None:
+        """The pipeline version (ClearML's ``PipelineController.version``): the one given as
+        ``version=`` until the run starts, then the version the run records (chosen as
+        docs/versioning.md says; a decorated pipeline's is settled when it ends).
+        """
+        info = self._runner.info if self._runner is not None else None
+        return info.version if info is not None else self._spec.version
 
     @property
     def task(self) -> Task | None:

@@ -250,10 +250,11 @@ class PipelineDecorator:
         """Make a function a pipeline: calling it runs one pipeline run and returns the
         function's return value.
 
-        :raises DefinitionError: ``version`` is not ``MAJOR.MINOR.PATCH``.
+        :param version: numbers separated by dots (``'1.0.0'``, ``'1.2'``, ``'23'``); ``None``
+            or empty: the pipeline's newest version (``1.0.0`` for a new one).
+        :raises DefinitionError: ``version`` is not such a version.
         """
-        if version is not None:
-            check_version(version)
+        version = check_version(version) if version else None
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(fn)

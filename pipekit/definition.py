@@ -5,6 +5,8 @@ share.
   and ``@PipelineDecorator.component`` both make theirs here);
 * :func:`check_retry`, :func:`check_task_overrides`, :func:`refuse_queues` — the per-step and
   per-run checks both APIs apply;
+* :func:`check_arguments` — what ClearML checks as a function step is added: an argument that
+  is a reference names a pipeline parameter or a step added before it;
 * :func:`validate` — the whole pipeline: references, parents, cycles (a :class:`Dag`);
 * :func:`check_added` — one node added to a running dynamic run (a component call);
 * :func:`default_max_workers` — ``PIPEKIT_MAX_WORKERS``.
@@ -22,6 +24,7 @@ from typing import Any
 from . import monitoring
 from .dag import Dag
 from .errors import (
+    BadReference,
     DefinitionError,
     DuplicateStepError,
     PipekitError,
@@ -34,10 +37,9 @@ from .models import NAME_RE, TaskType
 from .nodes import Node, PipelineSpec
 from .references import Kind, check, find, step_dependencies
 
-__all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added", "check_queues",
-           "check_retry",
-           "check_task_overrides", "default_max_workers", "function_node", "refuse_queues",
-           "validate"]
+__all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added",
+           "check_arguments", "check_queues", "check_retry", "check_task_overrides",
+           "default_max_workers", "function_node", "refuse_queues", "validate"]
 
 MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
 
@@ -109,6 +111,48 @@ def check_queues(spec: PipelineSpec) -> None:
                                   "(set_default_execution_queue(), or run the steps here "
                                   "with start_locally(run_pipeline_steps_locally=True))",
                                   step=node.name)
+
+
+def check_arguments(step: str, function_kwargs: Mapping[str, Any] | None,
+                    spec: PipelineSpec) -> None:
+    """Check a function step's arguments as it is added, where ClearML does.
+
+    ClearML's ``add_function_step`` (automation/controller.py, ``_add_function_step``, when
+    running locally) verifies each argument that *is* a reference (a string starting with
+    ``${``): it must name a pipeline parameter already added, or a step already added (and
+    one of its return values or ``artifacts``/``parameters``/``models``/``id``). So, as
+    there, such an argument cannot refer to a step added later. A reference inside a longer
+    string, and every reference of ``add_step``, are checked when the pipeline starts
+    (:func:`validate`), as ClearML's ``_verify`` does.
+
+    :raises DefinitionError: naming ``step`` and the reference (a ``ValueError``, as
+        ClearML's).
+    """
+    for value in (function_kwargs or {}).values():
+        if not isinstance(value, str) or not value.startswith("${"):
+            continue
+        try:
+            ref = find(value)[0]
+        except BadReference as exc:
+            raise BadReference(exc.value, exc.reason, step=step) from None
+        if ref.kind is Kind.PIPELINE and ref.name not in spec.parameters:
+            raise UnknownReference(step, ref.text, spec.parameters, missing=ref.name,
+                                   what="pipeline parameter",
+                                   fix="add it with add_parameter() before the step")
+        if ref.kind is Kind.PIPELINE or ref.step is None:
+            continue
+        if ref.step == step:
+            raise BadReference(ref.text, "a step cannot refer to itself", step=step)
+        if ref.step not in spec.nodes:
+            added = ", ".join(repr(name) for name in spec.nodes) or "none"
+            raise UnknownReference(
+                step, ref.text, spec.nodes, missing=ref.step,
+                fix=f"a function step's argument may refer only to a step added before it "
+                    f"(added so far: {added})")
+        source = spec.nodes[ref.step]
+        if ref.kind is Kind.RETURN and ref.name not in source.return_artifacts:
+            raise UnknownReference(step, ref.text, source.return_artifacts, missing=ref.name,
+                                   what=f"return value of step {ref.step!r}")
 
 
 def function_node(name: str, function: Callable[..., Any],

@@ -51,6 +51,23 @@ class TaskNotFound(NotFound):
         super().__init__(f"unknown task {task_id!r}")
 
 
+class TaskIdPrefixError(TaskNotFound):
+    """An id prefix that names no single task: shorter than the minimum, or shared by several
+    tasks. ``.prefix`` is it, ``.matches`` how many tasks start with it and ``.needed`` how
+    many characters would tell them apart.
+    """
+
+    def __init__(self, prefix: str, matches: int, needed: int, minimum: int) -> None:
+        self.task, self.prefix, self.matches, self.needed = prefix, prefix, matches, needed
+        tasks = "1 task starts" if matches == 1 else f"{matches} tasks start"
+        if len(prefix) < minimum:
+            why = f"is too short ({tasks} with it)"
+        else:
+            why = f"is ambiguous ({tasks} with it)"
+        NotFound.__init__(self, f"task id prefix {prefix!r} {why}: give at least {needed} "
+                                "characters of the id")
+
+
 class QueueNotFound(NotFound):
     def __init__(self, queue: str, known: list[str] | None = None) -> None:
         self.queue = queue
@@ -288,14 +305,16 @@ class UnknownReference(DefinitionError):
 
     ``.step`` is the referring step, ``.ref`` the reference text, ``.missing`` the unknown
     name and ``.what`` what it should have named (``"step"`` or ``"pipeline parameter"``).
+    ``fix`` replaces the list of known names when no close match exists.
     """
 
     def __init__(self, step: str, ref: str, known: Iterable[object] = (), *,
-                 missing: str | None = None, what: str = "step") -> None:
+                 missing: str | None = None, what: str = "step",
+                 fix: str | None = None) -> None:
         self.ref, self.missing, self.what = ref, missing, what
         self.known = sorted(str(k) for k in known)
         name = f" {missing!r}" if missing is not None else ""
-        hint = _did_you_mean(missing, self.known)
+        hint = _did_you_mean(missing, self.known) or fix
         if not hint:
             shown = ", ".join(repr(k) for k in self.known[:10])
             more = ", …" if len(self.known) > 10 else ""

@@ -219,10 +219,11 @@ def pipekit_version_bump(pipeline: str, old_version: str, old_hash: str,
                          new_hash: str) -> str | None:
     """Decision: the next version of a pipeline whose structure changed.
 
-    Stops at first non-None result. The built-in (``trylast``) bumps the patch number.
+    Stops at first non-None result. The built-in (``trylast``) adds one to the last number.
 
     :param pipeline: the pipeline's name.
-    :param old_version: its latest version, ``MAJOR.MINOR.PATCH``.
+    :param old_version: its latest version: numbers separated by dots (``1.0.0``, ``1.2``,
+        ``23``).
     :param old_hash: the structure hash recorded with ``old_version``.
     :param new_hash: the structure hash of the pipeline about to run.
     :returns: the new version string, or ``None`` to let another plugin decide.

@@ -7,6 +7,7 @@ does I/O. Plugins may rely on every field; fields may be added, never renamed or
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import Any
 
@@ -233,6 +234,31 @@ class ScalarPoint:
     series: str
     iteration: int
     value: float
+
+
+@attrs.frozen
+class ReportInfo:
+    """One report of a task besides its scalars: a line of text, a table or a plot.
+
+    :param kind: ``"text"``, ``"table"`` or ``"plot"`` (histograms, scatters, matrices and
+        images: ``pipekit.plots``).
+    :param content: the text; a table's or a plot's record as JSON.
+    :param iteration: the iteration it was reported at, if any.
+    :param created: when it was stored (seconds since the epoch).
+    """
+
+    task: str
+    kind: str
+    title: str
+    series: str
+    iteration: int | None
+    content: str
+    created: float
+
+    @property
+    def data(self) -> Any:
+        """``content`` parsed: a table's or plot's JSON as Python values; a text as is."""
+        return self.content if self.kind == "text" else json.loads(self.content)
 
 
 @attrs.frozen

@@ -2,6 +2,7 @@
 
 * :func:`script_info` — what a task records about the running script (path, digest, argv,
   working directory, interpreter);
+* :func:`script_file` — what ``Task.create(script=...)`` records about a script to run later;
 * :class:`ScriptLifecycle` — patches ``sys.exit``, ``exit()``/``quit()``, the excepthook and
   SIGTERM so the script's task gets exactly one final status at exit, through
   :func:`pipekit.finish.finish_task`;
@@ -25,14 +26,14 @@ from typing import Any
 from . import context
 from .capture import StreamCapture, open_log
 from .connect import connect_attrs, stored_section
-from .errors import ParameterError
+from .errors import ParameterError, PipekitError
 from .finish import finish_task
 from .hashing import digest_file
 from .logger import flush_metrics
 from .models import Status
 from .store import get_store
 
-__all__ = ["ScriptLifecycle", "patch_argparse", "script_info"]
+__all__ = ["ScriptLifecycle", "patch_argparse", "script_file", "script_info"]
 
 
 _argparse_state = threading.local()
@@ -92,6 +93,27 @@ def script_info() -> dict[str, Any]:
     else:
         info.update(path=None, entry_point=argv0 or "<interactive>")
     return info
+
+
+def script_file(script: str, working_directory: str | None = None) -> tuple[dict[str, Any], str]:
+    """The record of a script file to run later (``Task.create``), and the file's text.
+
+    A relative ``script`` is found in ``working_directory`` (default: the current one), else
+    from the current directory.
+
+    :raises PipekitError: the script or the working directory does not exist.
+    """
+    workdir = Path(working_directory or os.getcwd()).expanduser().resolve()
+    path = Path(script).expanduser()
+    if not path.is_absolute():
+        path = (workdir / path) if (workdir / path).exists() else path.resolve()
+    if not path.is_file():
+        raise PipekitError(f"script {script!r} does not exist")
+    if not workdir.is_dir():
+        raise PipekitError(f"working directory {str(workdir)!r} does not exist")
+    record = {"path": str(path.resolve()), "argv": [], "working_dir": str(workdir),
+              "entry_point": path.name, "digest": digest_file(path)}
+    return record, path.read_text(errors="replace")
 
 
 class ScriptLifecycle:

@@ -28,11 +28,10 @@ from .errors import (
     TaskStatusError,
     TaskTimeout,
 )
-from .hashing import digest_file
 from .logger import Logger, flush_metrics
 from .models import ParamInfo, Status, TaskInfo, TaskType, check_name
 from .plugin_manager import has_impls, notify
-from .script import ScriptLifecycle, patch_argparse, script_info
+from .script import ScriptLifecycle, patch_argparse, script_file, script_info
 from .store import get_store
 
 __all__ = ["Task", "current_step", "executing"]
@@ -137,6 +136,22 @@ class Task:
     def get_tags(self) -> list[str]:
         return list(self.data.tags)
 
+    def reload(self) -> None:
+        """Re-read the task (ClearML's ``Task.reload``). Every property of a pipekit task
+        reads the store when asked, so this only checks that the task still exists.
+
+        :raises TaskNotFound: the task was deleted.
+        """
+        get_store().get_task(self._id)
+
+    @staticmethod
+    def running_locally() -> bool:
+        """Whether this process runs on its own rather than launched to execute a task (by
+        a worker, an agent or a pipeline's subprocess step: ``PIPEKIT_TASK_ID`` is set), as
+        ClearML's ``Task.running_locally()`` is ``not running_remotely()``.
+        """
+        return not context.launched_task_id()
+
     def __repr__(self) -> str:
         return f"<Task {self._id}>"
 
@@ -229,32 +244,23 @@ class Task:
                working_directory: str | None = None,
                argparse_args: Sequence[tuple[str, Any]] | None = None,
                tags: Sequence[str] | None = None, **_clearml_only: Any) -> Task:
-        """A draft (``created``) task that runs ``python script`` in its working directory.
+        """A new draft (``created``) task that runs ``python script`` in its working directory.
+
+        Without ``script`` (ClearML allows it) the draft runs nothing: it holds parameters,
+        configuration, metrics, artifacts and models, and running it fails saying so.
 
         :param argparse_args: ``[(name, value)]`` stored in section ``Args``; they override
             the script's ``argparse`` arguments when it runs.
+        :raises PipekitError: ``script`` or ``working_directory`` does not exist.
         """
-        if not script:
-            raise PipekitError("Task.create needs script= (the Python file to run)")
-        workdir = Path(working_directory or os.getcwd()).expanduser().resolve()
-        path = Path(script).expanduser()
-        if not path.is_absolute():
-            path = (workdir / path) if (workdir / path).exists() else path.resolve()
-        if not path.is_file():
-            raise PipekitError(f"script {script!r} does not exist")
-        if not workdir.is_dir():
-            raise PipekitError(f"working directory {str(workdir)!r} does not exist")
-        digest = digest_file(path)
+        record, code = script_file(script, working_directory) if script else ({}, None)
         args = [P.ParamInfo("Args", str(k), P.to_text(v), P.type_name(v))
                 for k, v in (argparse_args or [])]
         info = get_store().create_task(
-            project=project_name or "default", name=task_name or path.stem,
-            type=str(TaskType(task_type or TaskType.training)),
-            script={"path": str(path.resolve()), "argv": [], "working_dir": str(workdir),
-                    "entry_point": path.name, "digest": digest},
-            code_digest=digest, code=path.read_text(errors="replace"), tags=tags or (),
-            params=args,
-        )
+            project=project_name or "default",
+            name=task_name or (Path(record["path"]).stem if script else "untitled"),
+            type=str(TaskType(task_type or TaskType.training)), script=record,
+            code_digest=record.get("digest"), code=code, tags=tags or (), params=args)
         return cls(info.id)
 
     @classmethod
@@ -449,6 +455,11 @@ class Task:
         if self._logger is None:
             self._logger = Logger(self._id)
         return self._logger
+
+    @property
+    def logger(self) -> Logger:
+        """The task's :class:`Logger` (ClearML's ``task.logger``)."""
+        return self.get_logger()
 
     def get_last_scalar_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{title: {series: {"last", "min", "max"}}}``."""

@@ -1,11 +1,15 @@
-"""Pipeline versions: ``MAJOR.MINOR.PATCH``, bumped when the structure changes.
+"""Pipeline versions: dot-separated numbers (``1.0.0``, ``1.2``, ``23``), bumped when the
+structure changes.
 
-A pipeline's first version is ``1.0.0``. Every run records the structure hash of what it
-runs (:meth:`pipekit.dag.Dag.structure_hash`: step names, parents, code digests, parameter
-defaults). With ``auto_version_bump=True`` a run whose hash differs from the newest version's
-asks the ``pipekit_version_bump`` hook for the next version (the built-in ``autoversion``
-plugin adds one to the patch number; a plugin answering first wins). An explicit
-``version=`` is always used as given.
+A version is what ClearML's ``PipelineController(version=...)`` accepts as a plain release:
+one or more non-negative integers separated by dots (PEP 440's release segment, without its
+epoch, pre-, post-, dev- or local parts). A pipeline's first version is ``1.0.0``. Every run
+records the structure hash of what it runs (:meth:`pipekit.dag.Dag.structure_hash`: step
+names, parents, code digests, parameter defaults). With ``auto_version_bump=True`` a run
+whose hash differs from the newest version's asks the ``pipekit_version_bump`` hook for the
+next version (the built-in ``autoversion`` plugin adds one to the last number, as ClearML's
+``Version.get_next_version`` does: ``1.0.4`` -> ``1.0.5``, ``1.2`` -> ``1.3``, ``23`` ->
+``24``; a plugin answering first wins). An explicit ``version=`` is always used as given.
 """
 
 from __future__ import annotations
@@ -28,18 +32,21 @@ __all__ = ["FIRST_VERSION", "check_version", "choose_version", "provisional_vers
 log = logging.getLogger(__name__)
 
 FIRST_VERSION = "1.0.0"
-_VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
+#: One or more non-negative integers separated by dots (ASCII digits only).
+_VERSION_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 
 def check_version(version: str, source: str = "version") -> str:
-    """``version`` if it is ``MAJOR.MINOR.PATCH``.
+    """``version`` without surrounding spaces, if it is dot-separated non-negative integers
+    (``1.0.0``, ``1.2``, ``23``); ClearML strips the same spaces.
 
     :raises DefinitionError: naming ``source`` and the value.
     """
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-        raise DefinitionError(f"{source} {version!r} is not a version: use MAJOR.MINOR.PATCH, "
-                              "e.g. '1.0.0'")
-    return version
+    text = version.strip() if isinstance(version, str) else version
+    if not isinstance(text, str) or not _VERSION_RE.fullmatch(text):
+        raise DefinitionError(f"{source} {version!r} is not a version: use numbers separated "
+                              "by dots, e.g. '1.0.0', '1.2' or '23'")
+    return text
 
 
 def choose_version(store: Store, *, project: str, name: str, requested: str | None,

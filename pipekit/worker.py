@@ -36,6 +36,12 @@ __all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_
            "run_task"]
 
 
+#: Why a task with no script (``Task.create()`` without ``script=``) cannot run.
+NO_SCRIPT = ("no script to run: the task was made by Task.create() without script= (a draft "
+             "that holds parameters, metrics and artifacts); create or clone a task with a "
+             "script to run")
+
+
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to a process, every descendant, and every other process of the session it
     leads (steps run in a session of their own, so a double-forked grandchild that was
@@ -109,11 +115,12 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         return call(info.id, worker=worker, lease=lease)
     script = info.script
     path = script.get("path")
-    if not path:
-        raise PipekitError(f"task {info.id!r} has no script to run")
     if lease is None:
         store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     log_path = store.log_path(info.id)
+    if not path:
+        finish_task(info.id, Status.failed, NO_SCRIPT, lease=lease)
+        return store.get_task(info.id)
     if not os.path.isfile(path):
         finish_task(info.id, Status.failed, f"script not found: {path}", lease=lease)
         return store.get_task(info.id)
@@ -178,14 +185,29 @@ def run_job_in_child(job: Job, home: str, db: str) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipekit.worker [--quiet] TASK``: exit 0 when the task completed; else 1,
+    with the reason as one line on stderr (2: bad usage).
+    """
     args = sys.argv[1:] if argv is None else argv
     quiet = "--quiet" in args
     args = [a for a in args if a != "--quiet"]
     if len(args) != 1:
         print("usage: python -m pipekit.worker [--quiet] TASK_ID", file=sys.stderr)
         return 2
+    try:
+        info = _execute(args[0], quiet)
+    except PipekitError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    if info.status != Status.completed.value and not quiet:
+        print(f"task {info.id} {info.status}: {info.status_reason}", file=sys.stderr)
+    return 0 if info.status == Status.completed.value else 1
+
+
+def _execute(task: str, quiet: bool) -> TaskInfo:
+    """Run ``task`` here as ``main`` does; returns it as it ended."""
     store = get_store()
-    task_id = store.resolve_task_id(args[0])
+    task_id = store.resolve_task_id(task)
     lease = context.lease_for(task_id)  # an agent started this process for a claimed task
     if store.get_task(task_id).is_function:
         # This process is the step: everything written to fd 1/2 (by Python, C extensions
@@ -200,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
         store.set_log_size(task_id, store.log_path(task_id).stat().st_size)
-    else:
-        info = run_task(task_id, echo=None if quiet else sys.stdout.buffer, lease=lease)
-    return 0 if info.status == Status.completed.value else 1
+        return info
+    return run_task(task_id, echo=None if quiet else sys.stdout.buffer, lease=lease)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ STORE_MAY_IMPORT = frozenset({"pipekit.errors", "pipekit.config", "pipekit.model
                               "pipekit.hashing"})
 
 #: Modules that are pure: no store, no hooks, no configuration, no I/O.
-PURE = ("pipekit.dag", "pipekit.references", "pipekit.render")
+PURE = ("pipekit.dag", "pipekit.references", "pipekit.render", "pipekit.plots")
 #: What a pure module may import from pipekit, besides its own package (``render.*``).
 PURE_MAY_IMPORT = frozenset({"pipekit.errors", "pipekit.hashing", "pipekit.models",
                              "pipekit.dag"})
@@ -465,7 +465,7 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs"], 0),
     **dict.fromkeys(["context", "plugin_manager", "store"], 1),
     **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",
-                     "monitoring", "versioning", "storage"], 2),
+                     "monitoring", "versioning", "storage", "plots"], 2),
     **dict.fromkeys(["logger", "finish", "connect", "script", "task", "executor"], 3),
     **dict.fromkeys(["functions", "worker", "definition", "launch", "runs", "runner"], 4),
     **dict.fromkeys(["controller", "decorator", "progress", "testing", "agent"], 5),

@@ -165,6 +165,14 @@ def test_tasks_run_of_a_failing_task_is_one_error_line(tmp_path):
     assert result.stdout == ""
 
 
+def test_tasks_run_of_a_draft_without_a_script_is_one_error_line():
+    task = Task.create(project_name="proj", task_name="holder")  # ClearML allows no script
+    proc = pk("tasks", "run", task.id)
+    assert_one_line_error(proc, f"task {task.id} failed: no script to run: ",
+                          "Task.create() without script=")
+    assert task.get_status() == "failed"
+
+
 def test_tasks_enqueue_and_queues_ls(draft):
     assert "queued on 'default'" in invoke("tasks", "enqueue", draft.id).stdout
     assert draft.get_status() == "queued"
@@ -307,6 +315,19 @@ def test_errors_are_one_line_without_traceback(draft, args, fragments):
     proc = pk(*[draft.id if a == "DRAFT" else a for a in args])
     assert_one_line_error(proc, *fragments)
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["runs", "show"], ["tasks", "show"], ["logs"]])
+def test_a_short_or_shared_id_prefix_says_how_many_characters_it_needs(command):
+    store = get_store()
+    store.create_task(project="p", name="one", task_id="c0ffee" + "1" * 26)
+    proc = pk(*command, "c0f")
+    assert_one_line_error(proc, "task id prefix 'c0f' is too short (1 task starts with it)",
+                          "give at least 6 characters")
+    store.create_task(project="p", name="two", task_id="c0ffee12" + "0" * 24)
+    proc = pk(*command, "c0ffee")
+    assert_one_line_error(proc, "task id prefix 'c0ffee' is ambiguous (2 tasks start with it)",
+                          "give at least 8 characters")
 
 
 def test_debug_shows_the_traceback():

@@ -149,6 +149,7 @@ def test_pipeline_from_functions(tmp_path: Path) -> None:
     assert one(proc.stdout, "RUN") == run.id
     assert run.name == "compat functions pipeline"
     assert run.status == "completed", run.status_reason
+    assert get_store().get_run(run.id).version == "1.1"  # ClearML's version='1.1'
     assert params(run.id) == {"Args/rows": "40", "Args/test_size": "0.25",
                               "Args/run_label": "nightly"}
 

@@ -338,6 +338,75 @@ def test_an_unknown_reference_is_refused_before_anything_runs(kwargs, missing):
     assert_nothing_ran()
 
 
+# ClearML (automation/controller.py, ``_add_function_step``, running locally) verifies an
+# argument that is a reference as the function step is added: it may name only a pipeline
+# parameter or a step added before. ``add_step``'s references, and one inside a longer
+# string, are verified by ``start()`` (``_verify``), so they may name steps added later.
+
+@pytest.mark.parametrize(("kwargs", "missing", "fragment"), [
+    ({"x": "${nope.out}"}, "nope", "may refer only to a step added before it (added so far: "
+                                   "'a')"),
+    ({"x": "${later.id}"}, "later", "added before it"),
+    ({"x": "${aa.out}"}, "aa", "did you mean 'a'?"),
+    ({"x": "${a.undeclared}"}, "undeclared", "'out'"),
+    ({"x": "${pipeline.rows}"}, "rows", "add_parameter() before the step"),
+])
+def test_a_function_step_argument_naming_what_was_not_added_yet_fails_when_added(
+        kwargs, missing, fragment):
+    pipe = PipelineController("bad", "runner-tests")
+    pipe.add_function_step("a", echo, function_return=["out"])
+    with pytest.raises(ValueError) as caught:  # what ClearML raises
+        pipe.add_function_step("b", echo, function_kwargs=kwargs)
+    error = caught.value
+    assert isinstance(error, UnknownReference)
+    assert (error.step, error.missing) == ("b", missing)
+    assert "step 'b'" in str(error) and repr(missing) in str(error)
+    assert kwargs["x"] in str(error) and fragment in str(error)
+    assert list(pipe.get_pipeline_dag()) == ["a"]
+    assert_nothing_ran()
+
+
+def test_a_function_step_argument_may_name_steps_and_parameters_added_before():
+    pipe = PipelineController("ordered", "runner-tests")
+    pipe.add_parameter("n", 4)
+    pipe.add_function_step("a", double, function_kwargs={"n": "${pipeline.n}"},
+                           function_return=["out"])
+    pipe.add_function_step("b", echo, function_kwargs={"x": "${a.out}"},
+                           function_return=["out"])
+    pipe.add_function_step("c", echo, function_kwargs={"x": "${b.id}"}, function_return=["out"])
+    with pytest.raises(BadReference, match="itself"):
+        pipe.add_function_step("d", echo, function_kwargs={"x": "${d.id}"})
+    run_id = run_locally(pipe)
+    assert pipe.is_successful()
+    tasks = step_tasks(run_id)
+    assert Task(tasks["b"].id).artifacts["out"].get() == 8
+    assert Task(tasks["c"].id).artifacts["out"].get() == tasks["b"].id
+
+
+def test_references_clearml_checks_at_start_may_name_steps_added_later():
+    pipe = PipelineController("later", "runner-tests")
+    pipe.add_function_step("label", echo, function_kwargs={"x": "from ${source.id}"},
+                           function_return=["text"])
+    pipe.add_function_step("source", double, function_kwargs={"n": 2}, function_return=["out"])
+    run_id = run_locally(pipe)
+    assert pipe.is_successful()
+    tasks = step_tasks(run_id)
+    assert Task(tasks["label"].id).artifacts["text"].get() == f"from {tasks['source'].id}"
+
+    template = Task.create(project_name="runner-tests", task_name="template")
+    steps = PipelineController("steps", "runner-tests")
+    steps.add_step("first", base_task_id=template.id,
+                   parameter_override={"Args/after": "${second.id}"})  # added next: fine
+    steps.add_step("second", base_task_id=template.id)
+    steps.add_step("ghostly", base_task_id=template.id,
+                   parameter_override={"Args/x": "${ghost.id}"})  # never added
+    with pytest.raises(UnknownReference) as caught:  # ... refused by start()
+        steps.start_locally(run_pipeline_steps_locally=True, executor="inline")
+    assert (caught.value.step, caught.value.missing) == ("ghostly", "ghost")
+    assert [t.id for t in get_store().find_tasks(project="runner-tests",
+                                                 type=["controller"])] == [run_id]
+
+
 def test_a_cycle_is_refused_naming_its_steps():
     pipe = PipelineController("bad", "runner-tests")
     with pytest.raises(PipelineCycleError) as caught:

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from strategies import param_dicts
 
 from pipekit import params as P
-from pipekit.errors import LeaseLost, QueueNotFound, TaskNotFound, TaskStateError
+from pipekit.errors import LeaseLost, QueueNotFound, TaskIdPrefixError, TaskNotFound, TaskStateError
 from pipekit.models import (
     CacheEntry,
     Claim,
@@ -291,6 +291,31 @@ class StoreContract:
             store.resolve_task_id(info.id[:3])  # too short to be a prefix
         with pytest.raises(TaskNotFound):
             store.resolve_task_id("ffffffffffff")
+
+    def test_a_short_or_shared_prefix_says_how_many_characters_it_needs(self, store: Store):
+        one = store.create_task(project="p", name="a", task_id="abcdef01" + "0" * 24)
+        with pytest.raises(TaskIdPrefixError) as info:
+            store.resolve_task_id("abc")
+        assert str(info.value) == ("task id prefix 'abc' is too short (1 task starts with it): "
+                                   "give at least 6 characters of the id")
+        assert (info.value.matches, info.value.needed) == (1, 6)
+        assert isinstance(info.value, TaskNotFound)  # still a lookup that found no task
+        assert store.resolve_task_id("abcdef") == one.id
+        store.create_task(project="p", name="b", task_id="abcdef0123" + "0" * 22)
+        store.create_task(project="p", name="c", task_id="abcdef9" + "0" * 25)
+        with pytest.raises(TaskIdPrefixError) as info:
+            store.resolve_task_id("abcdef")  # long enough, but three tasks share it
+        assert str(info.value) == ("task id prefix 'abcdef' is ambiguous (3 tasks start with "
+                                   "it): give at least 9 characters of the id")
+        assert store.resolve_task_id("abcdef01" + "0" * 2) == one.id
+        with pytest.raises(TaskIdPrefixError, match="ambiguous .* at least 9 characters"):
+            store.resolve_task_id("abcdef01")  # still two
+        with pytest.raises(TaskIdPrefixError, match=r"too short \(3 tasks .* at least 9"):
+            store.resolve_task_id("ab")
+        with pytest.raises(TaskNotFound, match="unknown task 'abd'"):
+            store.resolve_task_id("abd")  # short, and nothing starts with it
+        with pytest.raises(TaskNotFound, match="unknown task 'ABCDEF'"):
+            store.resolve_task_id("ABCDEF")  # ids are lower-case hex
 
     def test_a_rolled_back_project_is_not_remembered(self, store):
         """A task insert that fails must not leave a cached id for a project that was rolled

@@ -554,10 +554,11 @@ def test_logger_single_values_text_and_tables(draft, store, capsys):
     assert draft.get_reported_single_values() == {"accuracy": 0.95}
     assert "a line of text" in capsys.readouterr().out
     assert "a line of text" in draft.get_log()
-    assert [r["content"] for r in store.reports(draft.id, "text")] == ["a line of text"]
+    assert [r.content for r in store.reports(draft.id, "text")] == ["a line of text"]
     (table,) = store.reports(draft.id, "table")
-    assert (table["title"], table["series"]) == ("results", "summary")
-    assert json.loads(table["content"])["data"] == [["a", 1], ["b", 2]]
+    assert (table.task, table.kind, table.title, table.series) == (
+        draft.id, "table", "results", "summary")
+    assert json.loads(table.content)["data"] == table.data["data"] == [["a", 1], ["b", 2]]
     with pytest.raises(ValueError):
         logger.report_table("empty", "none")
 
@@ -566,7 +567,7 @@ def test_logger_report_table_from_a_dataframe(draft, store):
     pd = pytest.importorskip("pandas")
     draft.get_logger().report_table("df", "s", table_plot=pd.DataFrame({"x": [1, 2]}))
     (table,) = store.reports(draft.id, "table")
-    assert json.loads(table["content"])["data"] == [[1], [2]]
+    assert json.loads(table.content)["data"] == [[1], [2]]
 
 
 def test_current_logger_is_the_current_tasks(executing):
@@ -632,8 +633,97 @@ def test_create_relative_script_and_errors(tmp_path, monkeypatch):
     assert task.data.script["path"] == str(tmp_path / "code" / "rel.py")
     with pytest.raises(PipekitError, match="missing.py"):
         Task.create(script=str(tmp_path / "missing.py"))
-    with pytest.raises(PipekitError, match="script="):
-        Task.create(project_name="p", task_name="n")
+
+
+def test_create_without_a_script_is_a_draft_that_holds_what_is_reported(tmp_path):
+    """ClearML's ``Task.create`` takes ``script=None`` (task.py, ``Task.create``: populated
+    with ``raise_on_missing_entries=False``): a draft holding parameters, metrics, artifacts.
+    """
+    task = Task.create(project_name="proj", task_name="holder", argparse_args=[("lr", 0.5)])
+    info = task.data
+    assert (info.status, info.name, info.project, info.type) == (
+        "created", "holder", "proj", "training")
+    assert info.script == {} and info.code_digest is None and not info.is_function
+    assert Task.create(project_name="proj").name == "untitled"
+
+    task.set_parameters({"General/epochs": 3})
+    assert task.get_parameters(cast=True) == {"Args/lr": 0.5, "General/epochs": 3}
+    assert task.connect_configuration({"depth": 2}, name="model") == {"depth": 2}
+    task.get_logger().report_scalar("loss", "train", 0.25, iteration=1)
+    task.logger.report_single_value("acc", 0.75)
+    task.upload_artifact("table", {"rows": [1, 2]})
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"\x00\x01")
+    task.upload_model("net", weights)
+
+    again = Task.get_task(task.id)
+    assert again.get_configuration_object_as_dict("model") == {"depth": 2}
+    assert again.get_last_scalar_metrics() == {
+        "loss": {"train": {"last": 0.25, "min": 0.25, "max": 0.25}}}
+    assert again.get_reported_single_values() == {"acc": 0.75}
+    assert again.artifacts["table"].get() == {"rows": [1, 2]}
+    assert [m.name for m in again.models["output"]] == ["net"]
+    assert again.get_status() == "created"
+    clone = Task.clone(again)
+    assert clone.data.script == {} and clone.get_parameters()["General/epochs"] == "3"
+
+
+def test_running_a_task_without_a_script_fails_it_saying_why():
+    task = Task.create(project_name="proj", task_name="holder")
+    done = run_task(task.id)
+    assert done.status == "failed"
+    assert done.status_reason.startswith("no script to run: ")
+    assert "Task.create() without script=" in done.status_reason
+
+
+def test_the_worker_reports_a_task_without_a_script_in_one_line(tmp_path):
+    task = Task.create(project_name="proj", task_name="holder")
+    proc = subprocess.run([sys.executable, "-m", "pipekit.worker", task.id],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"task {task.id} failed: {task.data.status_reason}"]
+    assert "no script to run" in proc.stderr and "Traceback" not in proc.stderr
+    # A task that cannot run at all (already ended): one line too, not a traceback.
+    proc = subprocess.run([sys.executable, "-m", "pipekit.worker", task.id],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot run task {task.id!r}: its status is 'failed'"]
+
+
+# -- running_locally and reload ---------------------------------------------------------------
+
+
+def test_running_locally_is_false_only_in_a_process_launched_to_execute_a_task(
+        draft, monkeypatch, run_py):
+    """ClearML: ``Task.running_locally()`` is a static method, ``not running_remotely()``
+    (backend_interface/task/task.py), true unless an agent (``CLEARML_TASK_ID``) runs it.
+    """
+    assert Task.running_locally() is True
+    assert draft.running_locally() is True
+    monkeypatch.setenv("PIPEKIT_TASK_ID", draft.id)
+    assert Task.running_locally() is False
+    monkeypatch.delenv("PIPEKIT_TASK_ID")
+    # A script run by the worker (`pipekit tasks run`) is not running locally.
+    script = write_script(Path(draft.data.script["path"]).parent,
+                          "from pipekit import Task\nprint('LOCAL', Task.running_locally())\n",
+                          name="where.py")
+    task = Task.create(project_name="proj", script=str(script))
+    assert run_task(task.id).status == "completed"
+    assert "LOCAL False" in task.get_log()
+    assert "LOCAL True" in run_py("from pipekit import Task\n"
+                                  "print('LOCAL', Task.running_locally())\n").stdout
+
+
+def test_reload_rereads_the_task(draft):
+    other = Task.get_task(draft.id)
+    other.set_parameter("Args/lr", 0.01)
+    other.mark_started()
+    assert draft.reload() is None
+    assert draft.get_status() == "in_progress"
+    assert draft.get_parameter("Args/lr") == "0.01"
+    with pytest.raises(TaskNotFound):
+        Task("0" * 32).reload()
 
 
 def test_get_task_by_id_prefix_and_name(draft, tmp_path):

@@ -1,4 +1,5 @@
-"""Pipeline versions (SPEC §3 Versioning): ``MAJOR.MINOR.PATCH``, a new pipeline starts at
+"""Pipeline versions (SPEC §3 Versioning): dot-separated numbers as ClearML takes them
+(``1.0.0``, ``1.2``, ``23``), a new pipeline starts at
 ``1.0.0``, every run records its structure hash, and ``auto_version_bump=True`` bumps the
 version through the ``pipekit_version_bump`` hook when the structure changed.
 
@@ -225,12 +226,50 @@ def test_an_explicit_version_is_used_as_given(load):
     assert run(build(steps, default=7)).version == "0.1.1"
 
 
-@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-rc1", "1.0.0 ", "", 100])
+@pytest.mark.parametrize("version", ["abc", "1..2", "-1", "1.", ".1", "v1.0.0", "1.0.0-rc1",
+                                     "1.0.0.post1", "1,0", "١.2", 100])
 def test_a_malformed_version_is_a_definition_error_when_the_controller_is_made(version):
-    with pytest.raises(DefinitionError, match="MAJOR.MINOR.PATCH") as info:
+    with pytest.raises(DefinitionError, match="numbers separated by dots") as info:
         PipelineController("versioned", PROJECT, version=version)
     assert repr(version) in str(info.value)
     assert get_store().list_runs() == []
+
+
+# ClearML's own examples of versions (automation/controller.py, PipelineController.__init__'s
+# docstring: "version='1.0.1' , version='23', version='1.2'"), and its bump rule
+# (utilities/version.py, Version.get_next_version: the last release number + 1).
+CLEARML_VERSIONS = [("1.2", "1.3"), ("23", "24"), ("1.0.1", "1.0.2"), ("1.1", "1.2"),
+                    ("0.1", "0.2"), ("2024.01.9", "2024.1.10")]
+
+
+@pytest.mark.parametrize(("given", "bumped"), CLEARML_VERSIONS)
+def test_clearml_versions_are_accepted_and_bumped_on_their_last_number(load, given, bumped):
+    steps = load(STEPS)
+    pipe = build(steps, version=given)
+    assert pipe.version == given  # ClearML's PipelineController.version, before the run
+    first = run(pipe)
+    assert first.version == pipe.version == given
+    again = build(steps)
+    assert again.version is None  # not given: chosen when the run starts
+    assert run(again).version == again.version == given  # unchanged: the newest version
+    changed = build(load(STEPS_CHANGED))
+    assert run(changed).version == changed.version == bumped
+    assert set(versions_of("versioned")) == {given, bumped}
+
+
+@pytest.mark.parametrize(("version", "stored"), [(" 1.2 ", "1.2"), ("", None), (None, None)])
+def test_a_version_is_stripped_and_a_blank_one_is_not_set(version, stored):
+    """As ClearML: ``str(version).strip() if version else None``."""
+    assert PipelineController("versioned", PROJECT, version=version).version == stored
+
+
+def test_the_version_property_is_the_version_of_the_run(load):
+    steps = load(STEPS)
+    pipe = build(steps)
+    assert pipe.version is None
+    assert run(pipe).version == pipe.version == "1.0.0"
+    bumped = build(steps, default=9)
+    assert run(bumped).version == bumped.version == "1.0.1"
 
 
 # -- PipelineDecorator: the version is settled when the run ends -------------------------------
@@ -320,14 +359,24 @@ def test_a_decorated_pipeline_with_an_explicit_version_uses_it(load):
 
 
 def test_a_malformed_decorated_pipeline_version_is_a_definition_error_when_decorated(load):
-    source = DECORATED.replace("auto_version_bump=True", "version='1.0'")
+    source = DECORATED.replace("auto_version_bump=True", "version='1..0'")
     try:
         load(source)
     except DefinitionError as exc:
-        assert "'1.0'" in str(exc) and "MAJOR.MINOR.PATCH" in str(exc)
+        assert "'1..0'" in str(exc) and "numbers separated by dots" in str(exc)
     else:
-        raise AssertionError("@PipelineDecorator.pipeline(version='1.0') was accepted")
+        raise AssertionError("@PipelineDecorator.pipeline(version='1..0') was accepted")
     assert get_store().list_runs() == []
+
+
+@pytest.mark.parametrize(("given", "bumped"), [("1.1", "1.2"), ("23", "24")])
+def test_a_decorated_pipeline_takes_clearml_versions_and_bumps_them(load, given, bumped):
+    source = DECORATED.replace("auto_version_bump=True",
+                               f"auto_version_bump=True, version={given!r}")
+    assert run_decorated(load(source)).version == given
+    changed = DECORATED.replace("return sum(data)", "return sum(data) + 0")
+    assert run_decorated(load(changed)).version == bumped
+    assert versions_of("decorated") == {given: 1, bumped: 1}
 
 
 # -- a third-party bump plugin ------------------------------------------------------------------
@@ -400,12 +449,12 @@ def test_with_no_bump_plugin_a_changed_pipeline_keeps_its_version_and_says_why(l
 
 
 class Sloppy:
-    """A bump plugin answering a version that is not ``MAJOR.MINOR.PATCH``."""
+    """A bump plugin answering a version that is not numbers separated by dots."""
 
     @staticmethod
     @pipekit.hookimpl
     def pipekit_version_bump(old_version: str) -> str:
-        return "2.0"
+        return "2.0-beta"
 
 
 def test_a_plugin_returning_a_malformed_version_fails_the_run_start(load):
@@ -413,7 +462,7 @@ def test_a_plugin_returning_a_malformed_version_fails_the_run_start(load):
     run(build(load(STEPS)))
     pipe = build(load(STEPS_CHANGED))
 
-    with pytest.raises(DefinitionError, match=r"pipekit_version_bump hook.*'2.0'"):
+    with pytest.raises(DefinitionError, match=r"pipekit_version_bump hook.*'2.0-beta'"):
         pipe.start_locally(run_pipeline_steps_locally=True, executor="thread")
     assert versions_of("versioned") == {"1.0.0": 1}
 

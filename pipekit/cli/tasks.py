@@ -54,6 +54,7 @@ def task_details(task_id: str) -> dict:
                     "digest": m.ref.digest} for m in store.list_models(task_id)],
         "metrics": task.get_last_scalar_metrics(),
         "single_values": store.single_values(task_id),
+        "plots": [report.data for report in store.reports(task_id, "plot")],
         "queue": store.queue_of(task_id),
     }
 
@@ -62,7 +63,7 @@ def task_details(task_id: str) -> dict:
 @click.argument("task_id", metavar="TASK")
 @json_option
 def show(task_id: str, as_json: bool) -> None:
-    """Show a task: status, script, parameters, artifacts, models and metrics."""
+    """Show a task: status, script, parameters, artifacts, models, metrics and plots."""
     details = task_details(task_id)
     if as_json:
         emit_json(details)
@@ -92,6 +93,13 @@ def show(task_id: str, as_json: bool) -> None:
         table("scalars", ["title", "series", "last", "min", "max"], metrics)
     if details["single_values"]:
         table("single values", ["name", "value"], sorted(details["single_values"].items()))
+    if details["plots"]:
+        # lazy: `pipekit --help` and other commands load only what they use
+        from ..plots import describe
+
+        table("plots", ["kind", "title", "series", "iteration", "what"],
+              [[p["kind"], p["title"], p["series"], p["iteration"], describe(p)]
+               for p in details["plots"]])
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""What tasks produce: artifacts, models, scalars and single values, text and table reports,
-and where their logs go.
+"""What tasks produce: artifacts, models, scalars and single values, text, table and plot
+reports, and where their logs go.
 
 Artifact and model bytes are already in the blob store (or small enough to be inline) when
 their rows are recorded here: nothing here reads or writes a blob.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactNotFound, ModelNotFound
-from ..models import ArtifactInfo, Lease, ModelInfo, ObjectRef, ScalarPoint
+from ..models import ArtifactInfo, Lease, ModelInfo, ObjectRef, ReportInfo, ScalarPoint
 from . import statements as sql
 from . import tables as t
 from .base import StoreBase, new_id
@@ -174,22 +174,27 @@ class OutputStore(StoreBase):
                 t.SingleValue.select().where(t.SingleValue.task == task_id)}
 
     def add_report(self, task_id: str, kind: str, content: str, title: str = "",
-                   series: str = "", iteration: int | None = None) -> None:
-        """Add a report of ``kind`` ``text`` or ``table`` (``content`` as text or JSON)."""
+                   series: str = "", iteration: int | None = None) -> ReportInfo:
+        """Add a report of ``kind`` ``text``, ``table`` or ``plot`` (``content`` as text, or
+        JSON). An image a plot shows is already in the blob store: its record names it by
+        digest.
+        """
+        now = time.time()
         self.write(lambda: t.Report.insert(task=task_id, kind=kind, content=content,
                                            title=title, series=series, iteration=iteration,
-                                           ts=time.time()).execute())
+                                           ts=now).execute())
+        return ReportInfo(task=task_id, kind=kind, title=title, series=series,
+                          iteration=iteration, content=content, created=now)
 
-    def reports(self, task_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-        """The task's reports (of ``kind`` only, if given) in the order they were added:
-        ``{"kind", "title", "series", "iteration", "content"}`` each.
-        """
+    def reports(self, task_id: str, kind: str | None = None) -> list[ReportInfo]:
+        """The task's reports (of ``kind`` only, if given) in the order they were added."""
         self._check()
         query = t.Report.select().where(t.Report.task == task_id).order_by(t.Report.id)
         if kind is not None:
             query = query.where(t.Report.kind == kind)
-        return [{"kind": r.kind, "title": r.title, "series": r.series,
-                 "iteration": r.iteration, "content": r.content} for r in query]
+        return [ReportInfo(task=task_id, kind=r.kind, title=r.title, series=r.series,
+                           iteration=r.iteration, content=r.content, created=r.ts)
+                for r in query]
 
     # -- logs -------------------------------------------------------------------------------
 

@@ -139,7 +139,7 @@ class SingleValue(Base):
 
 class Report(Base):
     task = ForeignKeyField(Task, backref="reports", on_delete="CASCADE")
-    kind = CharField()  # text | table
+    kind = CharField()  # text | table | plot
     title = CharField(default="")
     series = CharField(default="")
     iteration = IntegerField(null=True)

@@ -8,17 +8,23 @@ rather than peewee's query builder.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import StoreError, TaskNotFound, TaskStateError
+from ..errors import TaskIdPrefixError, TaskNotFound, TaskStateError
 from ..models import Lease, ParamInfo, Status, TaskInfo, sources_of
 from . import statements as sql
 from . import tables as t
 from .base import StoreBase, new_id
 
-__all__ = ["TaskStore", "task_info"]
+__all__ = ["MIN_PREFIX", "TaskStore", "task_info"]
+
+#: The fewest hex digits of a task id that ``resolve_task_id`` takes as a prefix.
+MIN_PREFIX = 6
+#: How many ids starting with a prefix are read to say how many characters tell them apart.
+_PREFIX_SCAN = 1000
 
 
 def task_info(row: Sequence[Any]) -> TaskInfo:
@@ -163,22 +169,32 @@ class TaskStore(StoreBase):
         return out
 
     def resolve_task_id(self, prefix: str) -> str:
-        """A full task id from an id or a unique prefix of at least 6 hex digits.
+        """A full task id from an id, or from a unique prefix of at least
+        :data:`MIN_PREFIX` (6) hex digits.
 
+        :raises TaskIdPrefixError: tasks start with ``prefix`` but it is too short, or more
+            than one does; the message says how many characters are needed.
         :raises TaskNotFound: no task matches.
-        :raises StoreError: the prefix matches more than one task.
         """
         self._check()
         if self._sql(sql.TASK_EXISTS, (prefix,)).fetchone() is not None:
             return prefix
-        if len(prefix) >= 6 and all(c in "0123456789abcdef" for c in prefix):
-            ids = [r.id for r in t.Task.select(t.Task.id)
-                   .where(t.Task.id.startswith(prefix)).limit(2)]
-            if len(ids) == 1:
-                return ids[0]
-            if len(ids) > 1:
-                raise StoreError(f"task id prefix {prefix!r} is ambiguous")
-        raise TaskNotFound(prefix)
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+            raise TaskNotFound(prefix)
+        ids = [r.id for r in t.Task.select(t.Task.id).where(t.Task.id.startswith(prefix))
+               .order_by(t.Task.id).limit(_PREFIX_SCAN)]
+        if len(ids) == 1 and len(prefix) >= MIN_PREFIX:
+            return ids[0]
+        if not ids:
+            raise TaskNotFound(prefix)
+        # Sorted ids: the longest prefix two neighbours share, plus one, tells all apart.
+        shared = max((len(os.path.commonprefix([a, b]))
+                      for a, b in zip(ids, ids[1:], strict=False)), default=0)
+        count = len(ids) if len(ids) < _PREFIX_SCAN else self._count_prefixed(prefix)
+        raise TaskIdPrefixError(prefix, count, max(MIN_PREFIX, shared + 1), MIN_PREFIX)
+
+    def _count_prefixed(self, prefix: str) -> int:
+        return t.Task.select().where(t.Task.id.startswith(prefix)).count()
 
     def update_task(self, task_id: str, **fields: Any) -> None:
         """Set plain fields (``name``, ``comment``, ``script``, ``code_digest``, ``tags``,

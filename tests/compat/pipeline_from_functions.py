@@ -57,7 +57,7 @@ if __name__ == "__main__":
     pipe = PipelineController(
         project="compat examples",
         name="compat functions pipeline",
-        version="1.0.0",
+        version="1.1",  # as ClearML's example writes it
         add_pipeline_tags=False,
     )
 
