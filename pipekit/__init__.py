@@ -14,9 +14,10 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = ["Logger", "PipelineController", "PipelineDecorator", "StorageManager", "Task",
-           "TaskTypes", "__version__", "configure", "hookimpl"]
+           "TaskTypes", "__version__", "configure", "hookimpl", "install_as_clearml"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .alias import install_as_clearml
     from .controller import PipelineController
     from .decorator import PipelineDecorator
     from .logger import Logger
@@ -31,6 +32,7 @@ _LAZY = {
     "PipelineDecorator": ("pipekit.decorator", "PipelineDecorator"),
     "StorageManager": ("pipekit.storage", "StorageManager"),
     "TaskTypes": ("pipekit.models", "TaskType"),
+    "install_as_clearml": ("pipekit.alias", "install_as_clearml"),
 }
 
 

@@ -46,7 +46,7 @@ from .models import Claim, Status
 from .store import Store, get_store
 from .worker import describe_exit, kill_tree, run_task
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "LocalAgents"]
 
 log = logging.getLogger("pipekit.agent")
 
@@ -275,3 +275,68 @@ class Agent:
                 log.info("agent %s: task %s given back to %r", self.id, task_id,
                          slot.claim.queue)
             self._kill(slot, "agent shutting down")
+
+
+class LocalAgents:
+    """Agents this process starts, for as long as a run lasts, on the queues its steps wait on
+    that no live agent serves: how ``pipekit run`` runs a remote-mode script on one machine
+    with nothing else started.
+
+    Use as a context manager around the run; every agent it started is stopped (SIGTERM,
+    then SIGKILL) when it exits.
+    """
+
+    def __init__(self, run_id: str, *, poll: float = 0.5, workers: int = 1) -> None:
+        self.run_id, self.poll, self.workers = run_id, poll, workers
+        self.started: dict[str, subprocess.Popen[bytes]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pipekit-local-agents",
+                                        daemon=True)
+
+    def start(self) -> LocalAgents:
+        """Watch the run in a background thread until :meth:`close`."""
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> LocalAgents:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def serve(self) -> list[str]:
+        """Start an agent on each queue the run waits on that none serves; returns them."""
+        store = get_store()
+        live = {name for agent in store.list_agents() for name in agent.queues}
+        new = [q for q in store.queues_waited_on(self.run_id)
+               if q not in live and q not in self.started]
+        for queue in new:
+            log.info("run %s waits on queue %r, which no agent serves: starting one here",
+                     self.run_id, queue)
+            self.started[queue] = subprocess.Popen(
+                [sys.executable, "-m", "pipekit", "agent", "--queue", queue,
+                 "--workers", str(self.workers)], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return new
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll):
+            try:
+                self.serve()
+            except Exception:  # the run goes on; its steps then wait for the start timeout
+                log.exception("could not start local agents for run %s", self.run_id)
+
+    def close(self) -> None:
+        """Stop the agents this process started (they give back what they still hold)."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        for proc in self.started.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.started.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)
+                proc.wait()

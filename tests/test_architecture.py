@@ -465,11 +465,11 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs"], 0),
     **dict.fromkeys(["context", "plugin_manager", "store"], 1),
     **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",
-                     "monitoring", "versioning", "storage", "plots"], 2),
+                     "monitoring", "versioning", "storage", "alias", "plots"], 2),
     **dict.fromkeys(["logger", "finish", "connect", "script", "task", "executor"], 3),
     **dict.fromkeys(["functions", "worker", "definition", "launch", "runs", "runner"], 4),
     **dict.fromkeys(["controller", "decorator", "progress", "testing", "agent"], 5),
-    **dict.fromkeys(["cli", "ui", "automation"], 6),
+    **dict.fromkeys(["cli", "ui", "automation", "__main__"], 6),
     "": 7,  # pipekit/__init__.py
 }
 

@@ -177,3 +177,79 @@ def test_start_enqueues_the_controller_and_agents_run_everything(tmp_path, agent
     assert Task(steps["total"]).artifacts["y"].get() == 25
     assert {get_store().get_task(t).worker for t in steps.values()} == {
         f"{info.worker.rpartition(':')[0]}:{default.pid}"}
+
+
+# -- ClearML scripts with no edit, under `pipekit run` -------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+UNMODIFIED = ROOT / "tests" / "cli_scripts" / "clearml_unmodified.py"
+
+
+def pk(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**os.environ, **env})
+
+
+def test_an_unmodified_clearml_remote_script_runs_under_pipekit_run():
+    """`import clearml`, a default queue and `pipe.start()`: the controller runs as the run,
+    its steps go to 'default', and an agent started for the run's duration runs them."""
+    result = pk("run", str(UNMODIFIED))
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    run_id = result.stdout.split()[1]
+    assert node_statuses(run_id) == {"step_one": "completed", "step_two": "completed",
+                                     "step_three": "completed"}
+    steps = {n.name: n.task for n in get_store().list_nodes(run_id)}
+    assert Task(steps["step_three"]).artifacts["model"].get() == {"trained_on": 6,
+                                                                  "tested_on": 2}
+    assert "pipeline completed" in Task(run_id).get_log()
+    [agent] = get_store().list_agents(include_gone=True)  # started for the run, then stopped
+    assert agent.state == "stopped" and agent.queues == ("default",)
+    assert {get_store().get_task(t).worker for t in steps.values()} == {
+        f"{agent.host}:{agent.pid}"}
+
+
+def test_without_local_agents_the_steps_wait_for_an_agent_then_fail():
+    result = pk("run", str(UNMODIFIED), "--no-local-agents", PIPEKIT_START_TIMEOUT="1")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "failed" in last and "no agent listening on queue 'default'" in last
+    assert get_store().list_agents(include_gone=True) == []
+
+
+def test_without_the_alias_an_unmodified_script_says_clearml_is_missing():
+    result = pk("run", str(UNMODIFIED), "--no-clearml-alias")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    run_id = result.stdout.split()[1]  # (issue 12 brings the script's own error to stderr)
+    assert "ModuleNotFoundError: No module named 'clearml'" in Task(run_id).get_log()
+
+
+def test_install_as_clearml_reaches_child_processes_and_never_shadows_clearml(tmp_path):
+    probe = textwrap.dedent("""
+        import subprocess, sys
+        import pipekit
+        print(pipekit.install_as_clearml())
+        import clearml
+        from clearml import Task
+        from clearml.automation import PipelineController
+        from clearml.automation.controller import PipelineDecorator
+        print(Task is pipekit.Task, PipelineController is pipekit.PipelineController,
+              PipelineDecorator is pipekit.PipelineDecorator)
+        child = "import clearml, pipekit; print(clearml.Task is pipekit.Task)"
+        print(subprocess.run([sys.executable, "-c", child], capture_output=True,
+                             text=True).stdout.strip())
+    """)
+    alias = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path)
+    assert alias.returncode == 0, alias.stderr
+    assert alias.stdout.split() == ["True", "True", "True", "True", "True"]
+    real = tmp_path / "site" / "clearml"
+    real.mkdir(parents=True)
+    (real / "__init__.py").write_text("REAL = True\n")
+    shadow = subprocess.run(
+        [sys.executable, "-c", "import pipekit, clearml; "
+                               "print(pipekit.install_as_clearml(), clearml.REAL)"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert shadow.returncode == 0, shadow.stderr
+    assert shadow.stdout.split() == ["False", "True"]

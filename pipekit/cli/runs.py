@@ -24,14 +24,25 @@ _mode_option = click.option("--mode", type=click.Choice(["debug", "local"]),
 _cache_option = click.option("--no-cache", is_flag=True,
                              help="Run cached steps again (their results then serve later "
                                   "runs).")
+_agents_option = click.option("--no-local-agents", "local_agents", flag_value=False,
+                              default=True,
+                              help="Do not start agents here for the queues the run's steps "
+                                   "wait on that no agent serves (they then wait for agents "
+                                   "you start, up to PIPEKIT_START_TIMEOUT).")
+_alias_option = click.option("--no-clearml-alias", "clearml_alias", flag_value=False,
+                             default=True,
+                             help="Do not make `import clearml` resolve to pipekit for the "
+                                  "script (it never does when clearml is installed).")
 _echo_option = click.option("--echo", is_flag=True,
                             help="Show the script's own output instead of the live step view "
                                  "(it is always in the run's log).")
 
 
-def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None:
+def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
+             local_agents: bool = True) -> None:
     """Run a draft controller task with live progress; exit 1 unless it completes."""
     # lazy: `pipekit --help` and other commands load only what they use
+    from ..agent import LocalAgents
     from ..progress import watch
     from ..runs import execute
     from ..store import get_store
@@ -49,6 +60,7 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None
             errors.append(exc)
 
     thread = threading.Thread(target=drive, name="pipekit-run", daemon=True)
+    agents = LocalAgents(task_id).start() if local_agents else None
     thread.start()
     click.echo(f"run {task_id}")  # stdout: stderr is for the outcome, in one line
     try:
@@ -61,6 +73,9 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None
         if pid:  # the pipeline stops its steps and ends the run "stopped"
             os.kill(pid[0], signal.SIGINT)
         thread.join()
+    finally:
+        if agents is not None:
+            agents.close()
     if errors:
         raise errors[0]
     info = get_store().get_task(task_id)
@@ -80,19 +95,29 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool) -> None
               help="Project of the run until the pipeline names its own.")
 @_mode_option
 @_cache_option
+@_agents_option
+@_alias_option
 @_echo_option
 def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], project: str,
-        mode: str | None, no_cache: bool, echo: bool) -> None:
+        mode: str | None, no_cache: bool, local_agents: bool, clearml_alias: bool,
+        echo: bool) -> None:
     """Run a pipeline script and show its steps live.
 
     The script runs as it would with `python SCRIPT`; its pipeline becomes the run, with
-    the --param values as its parameters. Exits 1 unless the run completes.
+    the --param values as its parameters. Steps the script sends to queues that no agent
+    serves are run by agents started here for the run's duration. Unless clearml is
+    installed, the script's `import clearml` gets pipekit, so ClearML scripts run unedited.
+    Exits 1 unless the run completes.
     """
     # lazy: `pipekit --help` and other commands load only what they use
+    from ..alias import install_as_clearml
     from ..runs import launch_script
 
+    if clearml_alias:
+        install_as_clearml()  # in this process's environment: the script and agents inherit it
+
     draft = launch_script(script, list(script_args), parse_params(params), project=project)
-    _execute(draft.id, mode, no_cache, echo)
+    _execute(draft.id, mode, no_cache, echo, local_agents)
 
 
 @click.command("rerun")
@@ -101,9 +126,10 @@ def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], proj
               help="Change a parameter of the new run (repeatable).")
 @_mode_option
 @_cache_option
+@_agents_option
 @_echo_option
 def rerun(run_id: str, params: tuple[str, ...], mode: str | None, no_cache: bool,
-          echo: bool) -> None:
+          local_agents: bool, echo: bool) -> None:
     """Run a pipeline again as a new run linked to RUN, optionally with changed parameters.
 
     Steps with caching on are served from RUN's results unless their inputs changed.
@@ -112,7 +138,7 @@ def rerun(run_id: str, params: tuple[str, ...], mode: str | None, no_cache: bool
     from ..runs import clone_run
 
     clone = clone_run(run_id, parse_params(params))
-    _execute(clone.id, mode, no_cache, echo)
+    _execute(clone.id, mode, no_cache, echo, local_agents)
 
 
 @click.group()

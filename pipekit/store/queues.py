@@ -112,6 +112,15 @@ class QueueStore(AgentStore):
         return bool(self.write(lambda: self._sql(
             statement, (*fields.values(), task_id, Status.queued.value)).rowcount))
 
+    def queues_waited_on(self, parent: str) -> list[str]:
+        """The queues on which tasks of ``parent`` (a run's steps) wait to be claimed."""
+        self._check()
+        query = (t.QueueEntry.select(t.Queue.name).join(t.Queue).switch(t.QueueEntry)
+                 .join(t.Task).where((t.Task.parent == parent)
+                                     & (t.Task.status == Status.queued.value))
+                 .distinct().tuples())
+        return sorted(name for (name,) in query)
+
     def waiting(self, queues: Sequence[str]) -> int:
         """How many tasks are ``queued`` on ``queues`` (a read: no write lock taken)."""
         names = list(dict.fromkeys(queues))
