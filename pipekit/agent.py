@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -282,12 +282,16 @@ class LocalAgents:
     that no live agent serves: how ``pipekit run`` runs a remote-mode script on one machine
     with nothing else started.
 
-    Use as a context manager around the run; every agent it started is stopped (SIGTERM,
-    then SIGKILL) when it exits.
+    Use as a context manager around the run (or :meth:`start` and :meth:`close`); every agent
+    it started is stopped (SIGTERM, then SIGKILL) at the end.
+
+    :param env: more environment for the agents (and so for the steps they run).
     """
 
-    def __init__(self, run_id: str, *, poll: float = 0.5, workers: int = 1) -> None:
+    def __init__(self, run_id: str, *, poll: float = 0.5, workers: int = 1,
+                 env: Mapping[str, str] | None = None) -> None:
         self.run_id, self.poll, self.workers = run_id, poll, workers
+        self.env = dict(os.environ, **(env or {}))
         self.started: dict[str, subprocess.Popen[bytes]] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pipekit-local-agents",
@@ -315,7 +319,7 @@ class LocalAgents:
                      self.run_id, queue)
             self.started[queue] = subprocess.Popen(
                 [sys.executable, "-m", "pipekit", "agent", "--queue", queue,
-                 "--workers", str(self.workers)], stdin=subprocess.DEVNULL,
+                 "--workers", str(self.workers)], env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return new
 

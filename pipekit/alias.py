@@ -20,10 +20,7 @@ from pathlib import Path
 
 from .config import get_settings
 
-__all__ = ["ALIAS_ENV", "install_as_clearml"]
-
-#: ``0`` turns the alias off for the processes ``pipekit run`` starts (``--no-clearml-alias``)
-ALIAS_ENV = "PIPEKIT_CLEARML_ALIAS"
+__all__ = ["clearml_env", "install_as_clearml"]
 
 #: The stand-in package, file by file: each module re-exports its pipekit counterpart.
 _SHIM = {
@@ -62,6 +59,19 @@ def _real_clearml() -> bool:
         return True
 
 
+def clearml_env() -> dict[str, str]:
+    """The environment a process needs for ``import clearml`` to get pipekit: a
+    ``PYTHONPATH`` with the stand-in package first, or nothing when the real ``clearml`` is
+    installed (``pipekit run`` gives it to the script and the agents it starts).
+    """
+    if _real_clearml():
+        return {}
+    root = _shim_dir()
+    _write_shim(root)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys([str(root), *paths]))}
+
+
 def install_as_clearml() -> bool:
     """Make ``clearml`` imports resolve to pipekit here and in the processes started from
     here; returns whether the alias is in place (``False`` when the real ``clearml`` is
@@ -69,15 +79,12 @@ def install_as_clearml() -> bool:
     """
     if sys.modules.get("clearml") is not None:
         return not _real_clearml()
-    if _real_clearml():
+    env = clearml_env()
+    if not env:
         return False
-    root = _shim_dir()
-    _write_shim(root)
-    entry = str(root)
+    os.environ.update(env)
+    entry = str(_shim_dir())
     if entry not in sys.path:
         sys.path.insert(0, entry)
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if entry not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([entry, *paths])
     importlib.invalidate_caches()
     return True

@@ -341,16 +341,19 @@ def clone_run(run_id: str, params: Mapping[str, str] | None = None, *,
 
 
 def execute(task_id: str, *, mode: str | None = None, no_cache: bool = False,
-            echo: Any = None, on_start: Callable[[int], None] | None = None) -> TaskInfo:
+            echo: Any = None, on_start: Callable[[int], None] | None = None,
+            env: Mapping[str, str] | None = None) -> TaskInfo:
     """Run draft controller task ``task_id`` here: its script in a child process, whose
     pipeline takes the task over. Returns the task once final.
 
     :param mode: ``debug`` or ``local``, overriding the script's own choice.
     :param no_cache: run every cached step again.
+    :param env: more environment for the script (e.g. :func:`pipekit.alias.clearml_env`).
     """
     if mode is not None and mode not in MODES:
         raise PipekitError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    env = {}  # (what the caller's environment already says, e.g. PIPEKIT_NO_CACHE=1, stays)
+    # (what the caller's environment already says, e.g. PIPEKIT_NO_CACHE=1, stays)
+    env = dict(env or {})
     if mode:
         env[MODE_ENV] = mode
     if no_cache:

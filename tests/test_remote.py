@@ -253,3 +253,17 @@ def test_install_as_clearml_reaches_child_processes_and_never_shadows_clearml(tm
         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
     assert shadow.returncode == 0, shadow.stderr
     assert shadow.stdout.split() == ["False", "True"]
+
+
+def test_pipekit_run_leaves_its_own_process_without_the_alias():
+    """The alias is the script's and its processes', never the caller's (an in-process
+    `pipekit run`, as from CliRunner, must not change this interpreter)."""
+    from click.testing import CliRunner
+
+    from pipekit.cli import cli
+
+    before = (os.environ.get("PYTHONPATH"), list(sys.path))
+    result = CliRunner().invoke(cli, ["run", str(UNMODIFIED)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (os.environ.get("PYTHONPATH"), list(sys.path)) == before
+    assert "clearml" not in sys.modules

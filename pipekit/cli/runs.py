@@ -39,10 +39,11 @@ _echo_option = click.option("--echo", is_flag=True,
 
 
 def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
-             local_agents: bool = True) -> None:
+             local_agents: bool = True, clearml_alias: bool = True) -> None:
     """Run a draft controller task with live progress; exit 1 unless it completes."""
     # lazy: `pipekit --help` and other commands load only what they use
     from ..agent import LocalAgents
+    from ..alias import clearml_env
     from ..progress import watch
     from ..runs import execute
     from ..store import get_store
@@ -51,16 +52,18 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
     result: list[Any] = []
     errors: list[BaseException] = []
 
+    env = clearml_env() if clearml_alias else {}  # the script's `import clearml` gets pipekit
+
     def drive() -> None:
         try:
             result.append(execute(task_id, mode=mode, no_cache=no_cache,
                                   echo=sys.stdout.buffer if echo else None,
-                                  on_start=pid.append))
+                                  on_start=pid.append, env=env))
         except BaseException as exc:  # re-raised below, in the main thread
             errors.append(exc)
 
     thread = threading.Thread(target=drive, name="pipekit-run", daemon=True)
-    agents = LocalAgents(task_id).start() if local_agents else None
+    agents = LocalAgents(task_id, env=env).start() if local_agents else None
     thread.start()
     click.echo(f"run {task_id}")  # stdout: stderr is for the outcome, in one line
     try:
@@ -110,14 +113,10 @@ def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], proj
     Exits 1 unless the run completes.
     """
     # lazy: `pipekit --help` and other commands load only what they use
-    from ..alias import install_as_clearml
     from ..runs import launch_script
 
-    if clearml_alias:
-        install_as_clearml()  # in this process's environment: the script and agents inherit it
-
     draft = launch_script(script, list(script_args), parse_params(params), project=project)
-    _execute(draft.id, mode, no_cache, echo, local_agents)
+    _execute(draft.id, mode, no_cache, echo, local_agents, clearml_alias)
 
 
 @click.command("rerun")
