@@ -39,8 +39,8 @@ from .task import current_step
 from .versioning import choose_version, provisional_version
 from .worker import run_task
 
-__all__ = ["OpenRun", "clone_run", "enqueue_controller", "execute", "launch_script", "open_run",
-           "run_view"]
+__all__ = ["OpenRun", "abort", "abort_run", "clone_run", "enqueue_controller", "execute",
+           "launch_script", "open_run", "run_view"]
 
 MODES = ("debug", "local")
 
@@ -359,3 +359,30 @@ def execute(task_id: str, *, mode: str | None = None, no_cache: bool = False,
     if no_cache:
         env[NO_CACHE_ENV] = "1"
     return run_task(task_id, echo=echo, on_start=on_start, env=env)
+
+
+def abort(task_id: str, reason: str = "aborted by user", *,
+          store: Store | None = None) -> TaskInfo:
+    """Stop a task that has not finished. A pipeline run ends ``stopped`` together with every
+    step and node in one transaction (a terminal run never keeps a running step); its live
+    controller, and the agents running its steps, then kill what still runs. Returns the task.
+
+    :raises PipekitError: the task has already finished (naming its status).
+    """
+    store = store or get_store()
+    task_id = store.resolve_task_id(task_id)
+    stopped = store.finish_run(task_id, Status.stopped, reason) if _has_run(store, task_id) \
+        else store.set_status(task_id, Status.stopped, reason=reason)
+    info = store.get_task(task_id)
+    if not stopped:
+        raise PipekitError(f"task {task_id} is already {info.status}")
+    return info
+
+
+def abort_run(run_id: str, reason: str = "aborted by user") -> TaskInfo:
+    """:func:`abort` for a pipeline run only (``pipekit runs abort``).
+
+    :raises PipekitError: ``run_id`` is not a run, or it has already finished.
+    """
+    store = get_store()
+    return abort(_require_run(store, run_id), reason, store=store)

@@ -496,6 +496,45 @@ def test_tasks_abort_stops_a_live_run(marks: Path) -> None:
     assert again.stderr == f"Error: task {run} is already stopped\n"
 
 
+@pytest.mark.parametrize("controller", ["alive", "killed"])
+def test_runs_abort_ends_the_run_and_every_step_at_once(marks: Path, controller: str) -> None:
+    """RELIABILITY 12, first half: the moment `runs abort` returns, the run and all its
+    steps and nodes are terminal, whether or not a controller is there to notice."""
+    store = get_store()
+    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
+                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        started = marks / "wait.started"
+        poll(started.exists, 30, "the step to start")
+        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        run = poll(lambda: store.list_runs(), 10, "the run")[0].id
+        if controller == "killed":
+            os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the pipeline's process
+            proc.communicate(timeout=15)
+        abort = pk("runs", "abort", run[:12], "--reason", "enough")
+        assert abort.returncode == 0, abort.stderr
+        assert abort.stdout.strip() == f"run {run} stopped"
+        view = show(run)  # at once: no waiting for the controller
+        assert (view["status"], view["reason"]) == ("stopped", "enough")
+        assert statuses(view) == {"wait": "stopped"}
+        assert store.get_task(nodes(view)["wait"]["task"]).status == "stopped"
+        if controller == "alive":
+            proc.communicate(timeout=15)
+            poll(lambda: process_gone(step_pid), 10, f"the step's process {step_pid} to end")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        if not process_gone(step_pid):
+            os.kill(step_pid, signal.SIGKILL)  # an orphan of the killed controller
+    again = pk("runs", "abort", run)
+    assert again.returncode == 1 and again.stderr == f"Error: task {run} is already stopped\n"
+    not_a_run = pk("runs", "abort", nodes(view)["wait"]["task"])
+    assert not_a_run.returncode == 1 and "is not a pipeline run" in not_a_run.stderr
+
+
 def test_ctrl_c_stops_the_run_and_its_steps(marks: Path) -> None:
     proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
                              "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),

@@ -180,6 +180,20 @@ def runs_show(run_id: str, as_json: bool) -> None:
     _print_view(view)
 
 
+@runs.command("abort")
+@click.argument("run_id", metavar="RUN")
+@click.option("--reason", default="aborted by user", show_default=True,
+              help="Why, as the run's status reason.")
+def runs_abort(run_id: str, reason: str) -> None:
+    """Stop a run: it and every step end `stopped` at once; its controller and agents then
+    kill the steps' processes.
+    """
+    # lazy: `pipekit --help` and other commands load only what they use
+    from ..runs import abort_run
+
+    click.echo(f"run {abort_run(run_id, reason).id} stopped")
+
+
 _STATUS_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopped": "yellow",
                  "skipped": "dim", "in_progress": "bold blue", "pending": "dim"}
 

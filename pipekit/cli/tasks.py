@@ -173,15 +173,10 @@ def abort(task_ids: tuple[str, ...], reason: str) -> None:
     and ends it; aborting a step fails its run unless the step may fail.
     """
     # lazy: `pipekit --help` and other commands load only what they use
-    from ..store import get_store
+    from ..runs import abort as abort_task
 
-    store = get_store()
     for task_id in task_ids:
-        full = store.resolve_task_id(task_id)
-        if store.set_status(full, Status.stopped, reason=reason):
-            click.echo(f"task {full} stopped")
-        else:
-            raise PipekitError(f"task {full} is already {store.get_task(full).status}")
+        click.echo(f"task {abort_task(task_id, reason).id} stopped")
 
 
 def register(cli: click.Group) -> None:
