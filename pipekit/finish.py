@@ -19,7 +19,8 @@ __all__ = ["finish_task"]
 
 
 def finish_task(task_id: str, status: Status, reason: str = "", *,
-                log_size: int | None = None, lease: Lease | None = None) -> bool:
+                log_size: int | None = None, lease: Lease | None = None,
+                run: bool = False) -> bool:
     """End ``task_id`` with ``status`` (and ``reason``); returns whether this call set it.
 
     A task that already has a final status keeps it (a step stopped or timed out from outside
@@ -30,6 +31,9 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
     :param log_size: the size of the task's log, when the caller captured it.
     :param lease: the claim the caller ran the task under (default: this process's, if it
         was started by an agent to execute ``task_id``).
+    :param run: the task is a pipeline's controller: its run ends with it, every step and
+        node included, in the same transaction (a controller that died must not leave its
+        steps running: RELIABILITY 12).
     """
     try:
         flush_metrics(task_id)
@@ -37,6 +41,9 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         store = get_store()
         if log_size is not None:
             store.set_log_size(task_id, log_size)
-        moved = store.set_status(task_id, status, reason=reason,
-                                 lease=lease or context.lease_for(task_id))
+        if run:
+            moved = store.finish_run(task_id, status, reason)
+        else:
+            moved = store.set_status(task_id, status, reason=reason,
+                                     lease=lease or context.lease_for(task_id))
     return moved

@@ -300,6 +300,9 @@ class RunRecord:
     origin: str | None
     dag: dict[str, Any]
     created: float
+    #: ``host:pid`` of the controller process that drives the run, and its last heartbeat
+    owner: str | None = None
+    heartbeat: float | None = None
 
 
 @attrs.frozen
@@ -318,6 +321,10 @@ class RunSummary:
     version: str | None
     structure_hash: str | None
     origin: str | None
+    owner: str | None = None
+    heartbeat: float | None = None
+    #: ``in_progress`` with no controller heartbeat for a lease TTL: nobody drives it
+    controller_lost: bool = False
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ from .launch import FunctionCodes, Launcher, StepJob, cause, hook_error
 from .models import Job, Outcome, Status
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
 from .plugin_manager import call_each, has_impls, notify
-from .runs import open_run
+from .runs import Ownership, open_run
 from .store import get_store
 from .versioning import choose_version, structure_hash
 
@@ -73,6 +73,7 @@ class _Started:
     info: RunInfo
     launcher: Launcher
     capture: StreamCapture | None
+    ownership: Ownership
     executors: dict[str, Executor] = attrs.Factory(dict)
 
 
@@ -160,7 +161,8 @@ class Runner:
                           step_task_created_callback=self._created_cb,
                           step_task_completed_callback=self._completed_cb)
         self._run = _Started(opened.info, Launcher(spec, opened.info, refresh=self.refresh,
-                                                   code=self._code), opened.capture)
+                                                   code=self._code), opened.capture,
+                             Ownership(opened.info.id).start())
         self.started = time.time()
         context.push_run(self)
         with self._lock:
@@ -550,6 +552,7 @@ class Runner:
         if self.dynamic:
             self._settle_version()
         get_store().finish_run(run.info.id, status, reason)
+        run.ownership.stop()
         context.pop_run(self)
         for executor in run.executors.values():
             executor.shutdown(wait=False)

@@ -15,9 +15,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,11 @@ import attrs
 from . import context
 from . import params as P
 from .capture import StreamCapture
-from .config import MODE_ENV, NO_CACHE_ENV
+from .config import MODE_ENV, NO_CACHE_ENV, lease_ttl
 from .dag import Dag
 from .errors import DefinitionError, PipekitError, TaskNotFound
 from .hashing import digest_file
-from .models import ParamInfo, Status, TaskInfo, TaskType
+from .models import ParamInfo, RunRecord, Status, TaskInfo, TaskType
 from .nodes import PipelineSpec, RunInfo
 from .script import script_info
 from .store import Store, get_store
@@ -39,10 +41,12 @@ from .task import current_step
 from .versioning import choose_version, provisional_version
 from .worker import run_task
 
-__all__ = ["OpenRun", "abort", "abort_run", "clone_run", "enqueue_controller", "execute",
-           "launch_script", "open_run", "run_view"]
+__all__ = ["OpenRun", "Ownership", "abort", "abort_run", "clone_run", "enqueue_controller",
+           "execute", "launch_script", "open_run", "run_view"]
 
 MODES = ("debug", "local")
+
+log = logging.getLogger("pipekit.runs")
 
 
 # -- opening a run ---------------------------------------------------------------------------------
@@ -58,6 +62,37 @@ class OpenRun:
 
     info: RunInfo
     capture: StreamCapture | None = None
+
+
+class Ownership:
+    """The controller process's claim on the run it drives: it records itself as the run's
+    owner and heartbeats every lease TTL / 3 from a thread of its own (a step running in the
+    controller's thread does not silence it), so ``runs ls/show`` can tell a run nobody
+    drives any more ("controller lost") from a slow one.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.owner = context.worker_id()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"pipekit-owner-{run_id}",
+                                        daemon=True)
+
+    def start(self) -> Ownership:
+        get_store().beat_run(self.run_id, self.owner)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = lease_ttl() / 3
+        while not self._stop.wait(interval):
+            try:
+                get_store().beat_run(self.run_id, self.owner)
+            except Exception:  # a busy store: the next beat tries again
+                log.warning("run %s: heartbeat failed", self.run_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 #: controller tasks this process has taken over (each is run once)
@@ -223,6 +258,7 @@ def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict
         "id": run_id, "name": task.name, "project": task.project, "status": task.status,
         "reason": task.status_reason, "version": run.version,
         "structure_hash": run.structure_hash, "origin": run.origin,
+        "owner": run.owner, "controller_lost": controller_lost(task, run),
         "parent": task.parent, "created": task.created, "started": task.started,
         "ended": task.ended, "duration": _duration(task.started, task.ended),
         "parameters": {p.name: p.value for p in store.get_parameters(run_id).values()
@@ -231,6 +267,12 @@ def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict
                     for a in store.list_artifacts(run_id)],
         "nodes": nodes,
     }
+
+
+def controller_lost(task: TaskInfo, run: RunRecord) -> bool:
+    """Whether a run is ``in_progress`` with no controller heartbeat for a lease TTL."""
+    last = run.heartbeat or task.created or 0.0
+    return task.status == Status.in_progress.value and last < time.time() - lease_ttl()
 
 
 def _nested(store: Store, task_id: str, step: TaskInfo, depth: int) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from .errors import PipekitError, TaskStateError
 from .executor import outcome_of, settle
 from .finish import finish_task
 from .functions import call
-from .models import Job, Lease, Outcome, Status, TaskInfo
+from .models import Job, Lease, Outcome, Status, TaskInfo, TaskType
 from .store import get_store
 
 __all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_job_in_child",
@@ -152,15 +152,17 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         returncode = proc.wait()
     copier.join(timeout=10)
     size = log_path.stat().st_size if log_path.exists() else None
+    # A pipeline's controller that ended (or died) ends its run: no step is left running.
+    run = info.type == TaskType.controller.value
     if stopped:
-        finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease)
+        finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease, run=run)
     elif returncode == 0:
-        finish_task(info.id, Status.completed, log_size=size, lease=lease)
+        finish_task(info.id, Status.completed, log_size=size, lease=lease, run=run)
     else:
         recorded = store.get_task(info.id).status_reason  # the script's own why
         reason = describe_exit(returncode)
         finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
-                    log_size=size, lease=lease)
+                    log_size=size, lease=lease, run=run)
     return store.get_task(info.id)
 
 

@@ -638,3 +638,73 @@ def test_rerun_from_python_with_task_clone(marks: Path) -> None:
     assert view["origin"] == origin and view["parent"] is None
     assert view["parameters"]["n"] == "4"
     assert set(statuses(view).values()) <= {"completed", "cached"}
+
+
+# -- controller lost (RELIABILITY 26, first half) ---------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
+    store = get_store()
+    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
+                             "--param", "timeout=30"], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    step_pid = None
+    try:
+        started = marks / "wait.started"
+        poll(started.exists, 30, "the step to start")
+        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        run = poll(lambda: store.list_runs(), 10, "the run")[0].id
+        first = store.get_run(run).heartbeat
+        # Alive: it heartbeats, so it is never lost, even after a whole TTL.
+        poll(lambda: store.get_run(run).heartbeat > first + 3, 15, "heartbeats past one TTL")
+        assert not store.list_runs()[0].controller_lost
+        controller = int(store.get_run(run).owner.rpartition(":")[2])
+        assert controller != proc.pid  # the pipeline's own process, not the CLI's
+        os.killpg(proc.pid, sig)  # the CLI and, in its own session, the pipeline's process
+        os.kill(controller, sig)  # die together; the step lives on, in a session of its own
+        killed = time.monotonic()
+        [listed] = poll(lambda: [r for r in json.loads(pk("runs", "ls", "--json").stdout)
+                                 if r["controller_lost"]], 15, "the run to show lost")
+        assert time.monotonic() - killed < 3 + 2  # within one TTL (+ the poll's own pace)
+        assert listed["id"] == run and listed["status"] == "in_progress"
+        assert "controller lost" in pk("runs", "show", run).stdout
+        assert show(run)["controller_lost"] is True
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if step_pid is not None and not process_gone(step_pid):
+            os.kill(step_pid, signal.SIGKILL)
+
+
+def test_a_controller_killed_under_pipekit_run_ends_its_run_and_steps(marks: Path) -> None:
+    """The worker that ran the controller ends the run with it: no step stays open."""
+    store = get_store()
+    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
+                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    step_pid = None
+    try:
+        started = marks / "wait.started"
+        poll(started.exists, 30, "the step to start")
+        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        run = poll(lambda: store.list_runs(), 10, "the run")[0].id
+        controller = int(poll(lambda: store.get_run(run).owner, 10, "the owner")
+                         .rpartition(":")[2])
+        os.kill(controller, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if step_pid is not None and not process_gone(step_pid):
+            os.kill(step_pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    (line,) = error_lines(err)
+    assert line.startswith(f"Error: run {run} failed: killed by signal 9")
+    view = show(run)
+    assert view["status"] == "failed" and statuses(view) == {"wait": "stopped"}
+    assert store.get_task(nodes(view)["wait"]["task"]).status == "stopped"

@@ -79,23 +79,24 @@ def test_fixture_is_a_version_1_store_with_data(v1_home):
     assert len(blobs) == 1 and blobs[0].stat().st_size > 32 * 1024
 
 
-APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases"]
-#: table -> the value every existing row gets in the column a later migration adds (last)
-ADDED_COLUMNS = {"task": None, "queue_entry": 2}
+APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases", "0004_run_owner"]
+#: table -> the values every existing row gets in the columns later migrations add (last)
+ADDED_COLUMNS = {"task": (None,), "queue_entry": (2,), "run": (None, None)}
 
 
 def test_opening_upgrades_to_the_newest_version_keeping_every_row(v1_home):
     db = v1_home / "pipekit.db"
     before = dump(db)
     store = get_store()  # opening upgrades
-    assert migrate.current_version(store.db) == migrate.newest_version() == 3
+    assert migrate.current_version(store.db) == migrate.newest_version() == 4
     after = dump(db)
     assert set(after) == set(before) | {"agent"} and after["agent"] == []
     for table, rows in before.items():
         if table in ADDED_COLUMNS:
-            # Same rows; each gained the new column (last), with its default.
-            assert [row[:-1] for row in after[table]] == rows, table
-            assert all(row[-1] == ADDED_COLUMNS[table] for row in after[table])
+            # Same rows; each gained the new columns (last), with their defaults.
+            added = len(ADDED_COLUMNS[table])
+            assert [row[:-added] for row in after[table]] == rows, table
+            assert all(row[-added:] == ADDED_COLUMNS[table] for row in after[table])
         elif table == "schema_version":
             assert after[table][0] == rows[0]
             assert [r[1] for r in after[table]] == ["0001_initial", *APPLIED_AFTER_V1]
@@ -216,8 +217,8 @@ def test_two_concurrent_upgrades_one_applies_the_other_waits(v1_home, tmp_path):
 
     after = dump(v1_home / "pipekit.db")
     assert [r[1] for r in after["schema_version"]] == ["0001_initial", *APPLIED_AFTER_V1]
-    for table in ADDED_COLUMNS:
-        assert [row[:-1] for row in after[table]] == before[table], table
+    for table, added in ADDED_COLUMNS.items():
+        assert [row[:-len(added)] for row in after[table]] == before[table], table
     for table in before:
         if table not in (*ADDED_COLUMNS, "schema_version"):
             assert after[table] == before[table], table

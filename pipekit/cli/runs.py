@@ -156,7 +156,8 @@ def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], li
     found = get_store().list_runs(project=project, name=name, status=statuses, limit=limit)
     listing(found, as_json, "runs",
             ["id", "project", "pipeline", "version", "status", "started", "origin"],
-            lambda r: [r.id[:12], r.project, r.name, r.version or "", r.status,
+            lambda r: [r.id[:12], r.project, r.name, r.version or "",
+                       "controller lost" if r.controller_lost else r.status,
                        when(r.started or r.created), (r.origin or "")[:12]],
             "no runs")
 
@@ -204,8 +205,9 @@ def _print_view(view: dict[str, Any]) -> None:
     from rich.tree import Tree
 
     console = Console()
+    status = "controller lost" if view.get("controller_lost") else view["status"]
     head = (f"[bold]{view['name']}[/] {view['version'] or ''}  run {view['id']}  "
-            f"[{_STATUS_STYLE.get(view['status'], '')}]{view['status']}[/]")
+            f"[{_STATUS_STYLE.get(view['status'], '')}]{status}[/]")
     if view["reason"]:
         head += f"  ({view['reason']})"
     tree = Tree(head)

@@ -15,6 +15,7 @@ from typing import Any
 
 from peewee import JOIN, fn
 
+from ..config import lease_ttl
 from ..errors import StoreError, TaskNotFound
 from ..models import (
     CacheEntry,
@@ -110,7 +111,14 @@ class RunStore(StoreBase):
         if row is None:
             raise TaskNotFound(run_id)
         return RunRecord(id=run_id, version=row.version, structure_hash=row.structure_hash,
-                         origin=row.origin, dag=json.loads(row.dag), created=row.created)
+                         origin=row.origin, dag=json.loads(row.dag), created=row.created,
+                         owner=row.owner, heartbeat=row.heartbeat)
+
+    def beat_run(self, run_id: str, owner: str) -> None:
+        """The controller ``owner`` still drives run ``run_id`` (a heartbeat)."""
+        self._check()
+        self.write(lambda: t.Run.update(owner=owner, heartbeat=time.time())
+                   .where(t.Run.task == run_id).execute())
 
     def list_nodes(self, run_id: str) -> list[NodeRecord]:
         """The run's nodes in the order they were added."""
@@ -276,7 +284,7 @@ class RunStore(StoreBase):
         query = (t.Run.select(t.Task.id, t.Project.name, t.Task.name, t.Task.status,
                               t.Task.status_reason, t.Task.parent, t.Task.created,
                               t.Task.started, t.Task.ended, t.Run.version, t.Run.structure_hash,
-                              t.Run.origin)
+                              t.Run.origin, t.Run.owner, t.Run.heartbeat)
                  .join(t.Task).join(t.Project)
                  .order_by(t.Task.created.desc(), t.Task.id.desc()))
         if project is not None:
@@ -289,4 +297,7 @@ class RunStore(StoreBase):
             query = query.where(t.Task.parent == parent)
         if limit is not None:
             query = query.limit(limit)
-        return [RunSummary(*row) for row in query.tuples()]
+        lost_before = time.time() - lease_ttl()
+        return [RunSummary(*row, controller_lost=row[3] == Status.in_progress.value
+                           and (row[-1] or row[6]) < lost_before)
+                for row in query.tuples()]

@@ -195,6 +195,8 @@ class Run(Base):
     origin = CharField(null=True, max_length=32)
     dag = TextField(default="{}")
     created = FloatField()
+    owner = CharField(null=True)  # migration 0004: host:pid of the controller driving it
+    heartbeat = FloatField(null=True)  # migration 0004: its last heartbeat
 
 
 class Node(Base):
