@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import IO
 
@@ -181,9 +182,34 @@ def run_job(job: Job, on_start: Callable[[int], None] | None = None) -> Outcome:
 
 
 def run_job_in_child(job: Job, home: str, db: str) -> Outcome:
-    """:func:`run_job` in a fresh process (a pool worker), on the store at ``home``/``db``."""
+    """:func:`run_job` in a fresh process (a pool worker), on the store at ``home``/``db``.
+
+    A pool worker whose controller died would wait for its next job forever: once its
+    parent is gone it exits, after finishing (and committing) the job it runs, if any.
+    """
+    _watch_parent()
     configure(home=home, db=db)
-    return run_job(job)
+    with _busy:
+        return run_job(job)
+
+
+_busy = threading.Lock()  # held while a pool worker runs a job
+_watching: list[int] = []
+
+
+def _watch_parent(interval: float = 1.0) -> None:
+    """Start (once per process) a thread that ends this process when its parent is gone."""
+    if _watching:
+        return
+    _watching.append(os.getppid())
+
+    def watch() -> None:
+        while os.getppid() == _watching[0]:
+            time.sleep(interval)  # not synchronisation: a liveness check's pace
+        with _busy:  # a job in flight finishes (and commits) first
+            os._exit(0)
+
+    threading.Thread(target=watch, name="pipekit-parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

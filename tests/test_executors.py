@@ -125,3 +125,54 @@ def test_an_executor_that_runs_in_the_caller_gets_debug_semantics_whatever_its_n
     PipelineDecorator.run_locally(executor="in-caller")
     assert caller_pipeline() == 3
     assert THREADS == [threading.get_ident()] * 2
+
+
+@pytest.mark.timeout(120)
+def test_pool_workers_exit_once_their_controller_is_gone(tmp_path):
+    """A process-pool worker finishes (and commits) its job, then exits when its controller
+    has died, instead of waiting for a next job forever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import psutil
+
+    script = tmp_path / "pool_pipeline.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from pipekit import PipelineController
+
+        def gated(x):
+            import os, time
+            from pathlib import Path
+            Path({str(tmp_path)!r}, "started").write_text(str(os.getpid()))
+            while not Path({str(tmp_path)!r}, "gate").exists():
+                time.sleep(0.05)
+            return x
+
+        if __name__ == "__main__":
+            pipe = PipelineController(name="pool", project="executors")
+            pipe.add_function_step("gated", gated, {{"x": 1}}, ["y"])
+            pipe.start_locally(run_pipeline_steps_locally=True, executor="process",
+                               max_workers=2)
+    """))
+    controller = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        started = tmp_path / "started"
+        wait_until(lambda: started.exists() and started.read_text(), 60, "the step to start")
+        worker = psutil.Process(int(started.read_text()))
+        pool = [p for p in psutil.Process(controller.pid).children(recursive=True)
+                if "multiprocessing" in " ".join(p.cmdline())]
+        assert worker in pool
+        controller.send_signal(signal.SIGKILL)
+        controller.wait()
+        assert worker.is_running()  # its job is still running: it is not cut short
+        (tmp_path / "gate").touch()
+        wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                   for p in pool), 15, "the pool's workers to exit")
+    finally:
+        for p in psutil.Process(os.getpid()).children(recursive=True):
+            if p.pid == controller.pid:
+                p.kill()
