@@ -249,3 +249,39 @@ def test_the_agents_page_example_runs_with_an_agent(tmp_path, agents):
     assert result.stdout.strip() == "hello from an agent"
     agent.communicate(timeout=60)
     assert agent.returncode == 0
+
+
+def noop():
+    return None
+
+
+def _stress(n_tasks: int, n_agents: int, workers: int, timeout: float, agents) -> None:
+    """RELIABILITY 1 through agents: every task completed exactly once (one claim each),
+    none lost, and no lock error reaching an agent's output."""
+    ids = [function_task(noop, f"noop{i}") for i in range(n_tasks)]
+    for task_id in ids:
+        Task.enqueue(task_id, "default")
+    procs = [agents("--queue", "default", "--workers", str(workers), "--exit-when-idle", "2")
+             for _ in range(n_agents)]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    store = get_store()
+    statuses = store.task_statuses(ids)
+    assert sorted({s for s, _ in statuses.values()}) == ["completed"], (
+        [o[-2000:] for o in outputs])
+    assert {store.lease_of(task_id)[0].attempt for task_id in ids} == {1}  # claimed once each
+    assert all(p.returncode == 0 for p in procs)
+    for out in outputs:
+        assert "locked" not in out.lower() and "Traceback" not in out
+    served = {store.get_task(task_id).worker for task_id in ids}
+    assert len(served) > 1  # the agents shared the work
+
+
+def test_agents_complete_queued_tasks_exactly_once(agents):
+    _stress(120, 4, 2, 300, agents)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_eight_agents_complete_5000_queued_tasks_exactly_once(agents):
+    """RELIABILITY 1 at full size (make test-all)."""
+    _stress(5000, 8, 1, 3500, agents)
