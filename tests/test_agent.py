@@ -285,3 +285,23 @@ def test_agents_complete_queued_tasks_exactly_once(agents):
 def test_eight_agents_complete_5000_queued_tasks_exactly_once(agents):
     """RELIABILITY 1 at full size (make test-all)."""
     _stress(5000, 8, 1, 3500, agents)
+
+
+def test_the_custom_random_search_example_runs_on_agents(tmp_path, agents):
+    """docs/examples/custom_random_search.py: clones of a template task, run by agents."""
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / \
+        "custom_random_search.py"
+    agent = agents("--queue", "default", "--workers", "2", "--exit-when-idle", "5")
+    result = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert sum(line.startswith("enqueued ") for line in lines) == 4
+    assert lines[-1].startswith("best: lr=")
+    best = lines[-1].rsplit("(task ", 1)[1].rstrip(")")
+    losses = [float(line.split("final_loss=")[1].split()[0]) for line in lines
+              if "final_loss=" in line]
+    assert losses == sorted(losses) and len(losses) == 4
+    info = get_store().get_task(best)
+    assert info.status == "completed" and info.worker.endswith(f":{agent.pid}")
+    agent.communicate(timeout=60)
