@@ -40,7 +40,7 @@ from .errors import (
     PipekitError,
     TaskNotFound,
 )
-from .executor import DEBUG_EXECUTOR
+from .executor import DEBUG_EXECUTOR, REMOTE_EXECUTOR
 from .logger import Logger
 from .models import NAME_RE, TaskType
 from .nodes import Node, NodeStatus, PipelineSpec
@@ -324,7 +324,7 @@ class PipelineController:
             remote = False
         if remote:  # the steps go to their queues, for agents
             check_queues(self._spec)
-            executor = "queue"
+            executor = REMOTE_EXECUTOR
         runner = Runner(self._spec, pipeline=self, executor=executor or "subprocess",
                         max_workers=max_workers or default_max_workers(),
                         step_task_created_callback=created,

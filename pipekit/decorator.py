@@ -12,7 +12,8 @@ child task of the calling step. Called outside any pipeline, a component is a pl
 
 Modes: ``PipelineDecorator.debug_pipeline()`` runs every step synchronously in this process
 (breakpoints work); ``run_locally()`` runs each step in its own subprocess (the default when
-no queue is set).
+no queue is set). With a default queue and neither, the components go to their queues for
+agents, and the pipeline itself first to ``pipeline_execution_queue`` (as ClearML).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -31,10 +33,11 @@ from .config import MODE_ENV
 from .controller import PipelineController
 from .definition import default_max_workers, function_node, refuse_queues
 from .errors import PipekitError, StepFailed
-from .executor import DEBUG_EXECUTOR
+from .executor import DEBUG_EXECUTOR, REMOTE_EXECUTOR
 from .logger import Logger
 from .nodes import NodeStatus, PipelineSpec
 from .runner import Runner
+from .runs import enqueue_controller
 from .store import get_store
 from .task import Task, current_step, executing
 from .versioning import check_version
@@ -135,9 +138,11 @@ class _Component:
             if count:
                 name = f"{name}_{count}"
         o = self.options
-        if PipelineDecorator._chosen_mode() is None:
+        if PipelineDecorator._chosen_mode() is None and not runner.uses_queues:
             refuse_queues(o.get("execution_queue"), f"component {self.name!r} is",
-                          "call PipelineDecorator.run_locally() or debug_pipeline()")
+                          "set a default queue (pipeline(default_queue=...) or "
+                          "set_default_execution_queue()), or call "
+                          "PipelineDecorator.run_locally() or debug_pipeline()")
         node = function_node(
             name, self.fn, values, self.return_values, task_type=o.get("task_type"),
             parents=parents, queue=o.get("execution_queue"),
@@ -271,7 +276,7 @@ class PipelineDecorator:
                                     retry_on_failure=retry_on_failure,
                                     add_pipeline_tags=add_pipeline_tags,
                                     default_queue=default_queue or cls._default_queue)
-                return cls._execute(fn, spec, bound)
+                return cls._execute(fn, spec, bound, pipeline_execution_queue)
 
             return run_pipeline
 
@@ -279,7 +284,7 @@ class PipelineDecorator:
 
     @classmethod
     def _execute(cls, fn: Callable[..., Any], spec: PipelineSpec,
-                 bound: inspect.BoundArguments) -> Any:
+                 bound: inspect.BoundArguments, controller_queue: str | None = None) -> Any:
         outer = cls._current_run()
         if outer is not None and current_step() is None:
             # (a step running in this thread -- debug mode -- may nest a pipeline)
@@ -287,9 +292,17 @@ class PipelineDecorator:
                                f"{outer.spec.name!r}: call it from a component to nest it")
         mode = cls._chosen_mode()
         executor = DEBUG_EXECUTOR if mode == "debug" else cls._executor
-        if mode is None:
-            refuse_queues(spec.default_queue, "steps are",
-                          "call PipelineDecorator.run_locally() or debug_pipeline()")
+        if mode is None and spec.default_queue:
+            # Remote, as ClearML: the components go to their queues; unless this process
+            # already executes the controller, it goes to `pipeline_execution_queue` first.
+            executor = REMOTE_EXECUTOR
+            if controller_queue and outer is None and \
+                    not PipelineController._executing_controller():
+                info = enqueue_controller(spec, controller_queue)
+                print(f"pipeline {spec.name!r} enqueued on {controller_queue!r} as run "
+                      f"{info.id}: an agent serving it runs the controller; watch it with "
+                      f"`pipekit runs show {info.id[:12]}`", flush=True)
+                sys.exit(0)
         view = PipelineController._attach(spec)
         runner = Runner(spec, pipeline=view, executor=executor, dynamic=True,
                         max_workers=cls._max_workers or default_max_workers())

@@ -12,7 +12,8 @@ What an executor can do is said by class attributes the runner reads through
 * ``runs_in_caller`` — ``submit`` runs the job to its end in the calling thread (debug mode:
   one step at a time, breakpoints work, a decorated pipeline's components run as called);
 * ``kills_trees`` — ``cancel`` kills every process a job started (else a function step
-  running in one of the executor's threads can only be abandoned).
+  running in one of the executor's threads can only be abandoned);
+* ``uses_queues`` — jobs go to their queue (``Job.queue``) for agents to run: remote mode.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from .models import Job, Outcome, Status
 from .plugin_manager import Registry
 from .store import get_store
 
-__all__ = ["DEBUG_EXECUTOR", "Capabilities", "Executor", "Job", "Outcome", "capabilities",
-           "executor_names", "is_function_job", "make_executor", "outcome_of", "settle", "stop",
-           "worker_of"]
+__all__ = ["DEBUG_EXECUTOR", "REMOTE_EXECUTOR", "Capabilities", "Executor", "Job", "Outcome",
+           "capabilities", "executor_names", "is_function_job", "make_executor", "outcome_of",
+           "settle", "stop", "worker_of"]
 
 #: the executor debug mode uses (every step synchronous, in the caller's thread)
 DEBUG_EXECUTOR = "inline"
+#: the executor remote mode uses (steps go to their queues, agents run them)
+REMOTE_EXECUTOR = "queue"
 
 
 @runtime_checkable
@@ -58,6 +61,7 @@ class Capabilities:
 
     runs_in_caller: bool = False
     kills_trees: bool = False
+    uses_queues: bool = False
 
 
 def capabilities(executor: Any) -> Capabilities:
@@ -65,7 +69,8 @@ def capabilities(executor: Any) -> Capabilities:
     if isinstance(executor, str):
         executor = _factory(executor)
     return Capabilities(runs_in_caller=bool(getattr(executor, "runs_in_caller", False)),
-                        kills_trees=bool(getattr(executor, "kills_trees", False)))
+                        kills_trees=bool(getattr(executor, "kills_trees", False)),
+                        uses_queues=bool(getattr(executor, "uses_queues", False)))
 
 
 def _accept(name: str, factory: Any) -> tuple[str, Any]:

@@ -100,6 +100,8 @@ class Runner:
             if refresh is None else refresh
         #: the executor runs each step to its end in the calling thread (debug mode)
         self.runs_in_caller = False
+        #: the executor sends steps to their queues, for agents (remote mode)
+        self.uses_queues = False
         self.dag = Dag()
         self.status: str | None = None
         self.reason = ""
@@ -148,7 +150,7 @@ class Runner:
         """
         spec = self.spec
         caps = capabilities(self.executor_name)  # an unknown executor fails before any write
-        self.runs_in_caller = caps.runs_in_caller
+        self.runs_in_caller, self.uses_queues = caps.runs_in_caller, caps.uses_queues
         self.max_workers = max(1, self._max_workers or (1 if caps.runs_in_caller else 8))
         self.dag = validate(spec)
         for node in spec.nodes.values():

@@ -267,3 +267,81 @@ def test_pipekit_run_leaves_its_own_process_without_the_alias():
     assert result.exit_code == 0, (result.output, result.exception)
     assert (os.environ.get("PYTHONPATH"), list(sys.path)) == before
     assert "clearml" not in sys.modules
+
+
+# -- decorated pipelines on queues --------------------------------------------------------------
+
+from pipekit import PipelineDecorator  # noqa: E402
+
+
+@PipelineDecorator.component(return_values=["y"])
+def dec_square(x):
+    import os as _os
+    return x * x, _os.getpid()
+
+
+@PipelineDecorator.component(return_values=["total"])
+def dec_add(a, b):
+    return a[0] + b[0]
+
+
+@PipelineDecorator.pipeline(name="decorated-remote", project="remote", default_queue="default",
+                            pipeline_execution_queue=None)
+def decorated_remote(x=3):
+    return dec_add(dec_square(x), dec_square(4))
+
+
+def test_a_decorated_pipeline_with_a_default_queue_sends_its_components_to_agents(agents):
+    """As ClearML: with a default queue and neither run_locally() nor debug_pipeline(), the
+    components go to their queue; with pipeline_execution_queue=None the logic runs here."""
+    agent = agents("default")
+    assert decorated_remote(x=5) == 41
+    [run] = get_store().list_runs(name="decorated-remote")
+    tasks = [n.task for n in get_store().list_nodes(run.id)]
+    assert len(tasks) == 3
+    assert {get_store().get_task(t).worker.rpartition(":")[2] for t in tasks} == {
+        str(agent.pid)}
+
+
+def test_a_component_on_a_queue_without_a_default_queue_or_a_mode_is_refused():
+    @PipelineDecorator.component(execution_queue="gpu")
+    def on_gpu():
+        return 1
+
+    @PipelineDecorator.pipeline(name="half-remote", project="remote")
+    def half_remote():
+        return on_gpu()
+
+    with pytest.raises(Exception, match=r"component 'on_gpu' is assigned to queue 'gpu'.*"
+                                        r"set a default queue"):
+        half_remote()
+
+
+def test_a_decorated_pipeline_goes_to_its_execution_queue_first(tmp_path, agents):
+    script = tmp_path / "decorated.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import cloudpickle, test_remote
+        from pipekit import PipelineDecorator
+        cloudpickle.register_pickle_by_value(test_remote)
+
+        @PipelineDecorator.pipeline(name="decorated-enqueued", project="remote",
+                                    default_queue="default")
+        def enqueued(x=2):
+            print("result", test_remote.dec_add(test_remote.dec_square(x),
+                                                test_remote.dec_square(1)))
+
+        enqueued()
+        print("not reached when enqueuing")
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "enqueued on 'services'" in result.stdout and "not reached" not in result.stdout
+    run_id = result.stdout.split(" as run ")[1].split(":")[0]
+    agents("services"), agents("default")
+    wait_until(lambda: get_store().get_task(run_id).status in ("completed", "failed"), 120,
+               "the enqueued decorated pipeline to finish")
+    assert get_store().get_task(run_id).status == "completed", Task(run_id).get_log()
+    assert "result 5" in Task(run_id).get_log()

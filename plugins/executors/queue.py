@@ -37,6 +37,8 @@ class _Queued:
 class QueueExecutor:
     """Send jobs to their queues; agents run them."""
 
+    uses_queues = True
+
     def __init__(self, max_workers: int | None = None) -> None:
         """``max_workers`` is accepted for a uniform API: agents decide how many run."""
         self._next_reap = 0.0
