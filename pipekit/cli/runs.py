@@ -63,7 +63,9 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
             errors.append(exc)
 
     thread = threading.Thread(target=drive, name="pipekit-run", daemon=True)
-    agents = LocalAgents(task_id, env=env).start() if local_agents else None
+    # as many steps at once as a local run would take (the local executors' default)
+    workers = max(2, os.cpu_count() or 2)
+    agents = LocalAgents(task_id, env=env, workers=workers).start() if local_agents else None
     thread.start()
     click.echo(f"run {task_id}")  # stdout: stderr is for the outcome, in one line
     try:
