@@ -125,8 +125,8 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        log.info("agent %s (%s) serving %s with %d worker(s)", self.id, self.worker,
-                 ", ".join(self.queues), self.workers)
+        log.info("agent %s (%s) serving %s with %d worker(s); Ctrl-C or SIGTERM to stop",
+                 self.id, self.worker, ", ".join(self.queues), self.workers)
         try:
             self._loop(store)
         finally:

@@ -265,10 +265,12 @@ def test_newer_store_is_refused_and_left_untouched(too_new_home):
     assert not wal.exists() or wal.stat().st_size == 0
 
 
-def test_cli_refuses_newer_store_with_one_line_and_no_traceback(too_new_home):
+@pytest.mark.parametrize("command", [["db", "status"], ["agent", "--queue", "default"]],
+                         ids=["db status", "agent"])
+def test_cli_refuses_newer_store_with_one_line_and_no_traceback(too_new_home, command):
     db = too_new_home / "pipekit.db"
     before = sha256(db)
-    proc = subprocess.run([str(PIPEKIT), "db", "status"], capture_output=True, text=True,
+    proc = subprocess.run([str(PIPEKIT), *command], capture_output=True, text=True,
                           timeout=60, env={**__import__("os").environ,
                                            "PIPEKIT_HOME": str(too_new_home)})
     assert proc.returncode == 1

@@ -34,11 +34,8 @@ def agent(queues: tuple[str, ...], workers: int, create_queue: bool,
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("pipekit.agent").setLevel(logging.INFO)
         logging.getLogger().setLevel(logging.INFO)
-    runner = Agent(list(queues), workers=workers, create_queues=create_queue,
-                   exit_when_idle=exit_when_idle)
-    click.echo(f"agent serving {', '.join(runner.queues)} with {workers} worker(s); "
-               "Ctrl-C to stop", err=True)
-    runner.run()
+    Agent(list(queues), workers=workers, create_queues=create_queue,
+          exit_when_idle=exit_when_idle).run()  # it logs what it serves once registered
 
 
 @click.group("agents")
