@@ -41,9 +41,9 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         store = get_store()
         if log_size is not None:
             store.set_log_size(task_id, log_size)
+        lease = lease or context.lease_for(task_id)
         if run:
-            moved = store.finish_run(task_id, status, reason)
+            moved = store.finish_run(task_id, status, reason, lease=lease)
         else:
-            moved = store.set_status(task_id, status, reason=reason,
-                                     lease=lease or context.lease_for(task_id))
+            moved = store.set_status(task_id, status, reason=reason, lease=lease)
     return moved

@@ -645,6 +645,16 @@ class StoreContract:
         assert [a.name for a in store.list_artifacts(task_id)] == ["out"]
         assert store.list_models(task_id) == []
 
+    def test_a_stale_attempt_cannot_end_a_run(self, store: Store):
+        claim = self._claimed(store, lease=10)
+        run_id, stale = claim.task.id, claim.lease
+        store.create_run(run_id, dag={"nodes": {}})
+        store.reap(now=time.time() + 11)
+        current = store.claim(["default"], "agent-b", lease=30).lease
+        assert store.finish_run(run_id, Status.failed, "killed", lease=stale) is False
+        assert store.get_task(run_id).status == "in_progress"
+        assert store.finish_run(run_id, Status.completed, lease=current) is True
+
     def test_a_released_task_is_queued_again_without_using_an_attempt(self, store: Store):
         claim = self._claimed(store, lost_retries=1, lease=10)
         task_id = claim.task.id

@@ -19,6 +19,7 @@ from ..config import lease_ttl
 from ..errors import StoreError, TaskNotFound
 from ..models import (
     CacheEntry,
+    Lease,
     NodeRecord,
     PipelineRecord,
     RunRecord,
@@ -129,7 +130,8 @@ class RunStore(StoreBase):
                            attempt=n.attempt, started=n.started, ended=n.ended)
                 for n in query]
 
-    def finish_run(self, run_id: str, status: Status, reason: str = "") -> bool:
+    def finish_run(self, run_id: str, status: Status, reason: str = "",
+                   lease: Lease | None = None) -> bool:
         """End a run in one transaction: its controller task gets ``status``, every step task
         of the run not yet final is stopped, and every unfinished node is skipped (or stopped
         if it was running).
@@ -137,8 +139,10 @@ class RunStore(StoreBase):
         A terminal run never leaves a step non-terminal (RELIABILITY 12).
 
         :param reason: the controller task's status reason.
+        :param lease: the claim under which an agent ran the controller: nothing changes
+            unless it is still current (the fencing check).
         :returns: whether the controller task moved to ``status`` (its current status allowed
-            it; see :meth:`set_status`).
+            it, and ``lease`` was current; see :meth:`set_status`).
         """
         status = Status(status)
         now = time.time()
@@ -146,6 +150,9 @@ class RunStore(StoreBase):
         allowed = tuple(s.value for s in sources_of(status))
 
         def update() -> int:
+            if lease is not None and self._sql(
+                    sql.LEASE_HELD, (run_id, lease.worker, lease.attempt)).fetchone() is None:
+                return 0  # a stale attempt: the run belongs to a newer one
             steps = [n.task for n in t.Node.select(t.Node.task)
                      .where((t.Node.run == run_id) & t.Node.task.is_null(False))]
             for start in range(0, len(steps), 500):
