@@ -107,3 +107,28 @@ def run_py(tmp_path: Path):
         return proc
 
     return run
+
+
+@pytest.fixture
+def agents():
+    """Start ``pipekit agent ARGS…`` processes (each in a session of its own); every one left
+    is killed, with the steps it runs, at the end of the test.
+    """
+    import signal
+    import subprocess
+
+    pipekit_cli = str(Path(sys.executable).with_name("pipekit"))
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([pipekit_cli, "agent", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # (a test may have frozen it)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)

@@ -37,25 +37,6 @@ def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", TTL)
 
 
-@pytest.fixture
-def agents():
-    """Start ``pipekit agent`` processes; every one left is killed (with its steps) at the end."""
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([PIPEKIT, "agent", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-
-
 def script_task(tmp_path: Path, body: str, name: str = "step") -> str:
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(body))

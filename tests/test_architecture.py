@@ -497,6 +497,24 @@ def test_modules_import_only_their_level_or_lower():
     assert upward == [], "imports that go up DESIGN §1's levels:\n" + "\n".join(upward)
 
 
+def test_no_module_reads_its_siblings_off_a_package_that_imports_it():
+    """``from . import x`` takes ``x`` from the package's namespace, so it depends on the
+    package's ``__init__``; when that ``__init__`` imports the module back (a facade over
+    its sections), the pair is a circle that the module-level reading above does not see.
+    Import the sibling by its own name instead (``import pipekit.store.tables as t``).
+    """
+    graph = import_graph(project_modules("pipekit"))
+    for module in project_modules("pipekit"):
+        package = module.name if module.is_package else module.name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(module.path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module is None:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                if base != module.name and base in KNOWN:
+                    graph[module.name].setdefault(base, node.lineno)
+    report = cycle_report(graph)
+    assert report is None, f"modules and their packages import each other:\n{report}"
+
+
 def test_the_store_knows_no_run_loop_and_no_pipeline_api():
     store = [m for m in project_modules("pipekit") if in_package(m.name, ["pipekit.store"])]
     assert len(store) > 3

@@ -455,18 +455,30 @@ def test_cache_ls_cached_steps_no_cache_and_clear(marks: Path) -> None:
     assert counts() == (3, 3, 3)
 
 
+def run_waits(timeout: int, *, new_session: bool = False) -> subprocess.Popen:
+    """``pipekit run tests/cli_scripts/waits.py`` as a real process: its step waits up to
+    ``timeout`` s for a file that never appears."""
+    return subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py", "--param",
+                             f"timeout={timeout}"], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
+
+
+def step_started(marks: Path) -> int:
+    """The pid of waits.py's step, once it runs."""
+    started = marks / "wait.started"
+    poll(started.exists, 30, "the step to start")
+    return int(poll(started.read_text, 5, "the step's pid"))
+
+
 # -- tasks abort ----------------------------------------------------------------------------------
 
 
 def test_tasks_abort_stops_a_live_run(marks: Path) -> None:
     store = get_store()
-    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
-                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = run_waits(20)
     try:
-        started = marks / "wait.started"
-        poll(started.exists, 30, "the step to start")
-        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        step_pid = step_started(marks)
         run = poll(lambda: store.list_runs(), 10, "the run")[0].id
         assert statuses(show(run)) == {"wait": "in_progress"}
         began = time.monotonic()
@@ -501,14 +513,9 @@ def test_runs_abort_ends_the_run_and_every_step_at_once(marks: Path, controller:
     """RELIABILITY 12, first half: the moment `runs abort` returns, the run and all its
     steps and nodes are terminal, whether or not a controller is there to notice."""
     store = get_store()
-    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
-                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = run_waits(20, new_session=True)
     try:
-        started = marks / "wait.started"
-        poll(started.exists, 30, "the step to start")
-        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        step_pid = step_started(marks)
         run = poll(lambda: store.list_runs(), 10, "the run")[0].id
         if controller == "killed":
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the pipeline's process
@@ -536,13 +543,9 @@ def test_runs_abort_ends_the_run_and_every_step_at_once(marks: Path, controller:
 
 
 def test_ctrl_c_stops_the_run_and_its_steps(marks: Path) -> None:
-    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
-                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = run_waits(20)
     try:
-        started = marks / "wait.started"
-        poll(started.exists, 30, "the step to start")
-        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        step_pid = step_started(marks)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends it
         out, err = proc.communicate(timeout=15)
     finally:
@@ -648,15 +651,10 @@ def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
     store = get_store()
-    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
-                             "--param", "timeout=30"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = run_waits(30, new_session=True)
     step_pid = None
     try:
-        started = marks / "wait.started"
-        poll(started.exists, 30, "the step to start")
-        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        step_pid = step_started(marks)
         run = poll(lambda: store.list_runs(), 10, "the run")[0].id
         first = store.get_run(run).heartbeat
         # Alive: it heartbeats, so it is never lost, even after a whole TTL.
@@ -683,14 +681,10 @@ def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
 def test_a_controller_killed_under_pipekit_run_ends_its_run_and_steps(marks: Path) -> None:
     """The worker that ran the controller ends the run with it: no step stays open."""
     store = get_store()
-    proc = subprocess.Popen([PIPEKIT, "run", "tests/cli_scripts/waits.py",
-                             "--param", "timeout=20"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = run_waits(20)
     step_pid = None
     try:
-        started = marks / "wait.started"
-        poll(started.exists, 30, "the step to start")
-        step_pid = int(poll(started.read_text, 5, "the step's pid"))
+        step_pid = step_started(marks)
         run = poll(lambda: store.list_runs(), 10, "the run")[0].id
         controller = int(poll(lambda: store.get_run(run).owner, 10, "the owner")
                          .rpartition(":")[2])

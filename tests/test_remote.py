@@ -37,24 +37,6 @@ def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
 
 
-@pytest.fixture
-def agents():
-    started: list[subprocess.Popen] = []
-
-    def start(*queues: str) -> subprocess.Popen:
-        args = [a for q in queues for a in ("--queue", q)]
-        proc = subprocess.Popen([PIPEKIT, "agent", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-
-
 def square(x):
     return x * x
 
@@ -87,7 +69,7 @@ def build(name: str, queue: str | None = "default") -> PipelineController:
 
 
 def test_start_locally_sends_the_steps_to_agents(agents):
-    one, two = agents("default"), agents("default")
+    one, two = agents("--queue", "default"), agents("--queue", "default")
     pipe = build("remote-steps")
     pipe.start_locally()
     assert pipe.is_successful()
@@ -126,7 +108,7 @@ def test_a_step_on_a_queue_no_agent_serves_fails_after_the_start_timeout(monkeyp
 
 def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(tmp_path,
                                                                               agents):
-    first = agents("default")
+    first = agents("--queue", "default")
     pipe = PipelineController(name="agent-dies", project="remote")
     pipe.set_default_execution_queue("default")
     pipe.add_function_step("slow", slow_on_first_attempt,
@@ -138,7 +120,7 @@ def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(t
     os.killpg(first.pid, signal.SIGKILL)
     os.killpg(int(started.read_text()), signal.SIGKILL)
     killed = time.monotonic()
-    agents("default")
+    agents("--queue", "default")
     assert pipe.wait(timeout=60)
     assert time.monotonic() - killed < 30
     assert pipe.is_successful()
@@ -166,7 +148,7 @@ def test_start_enqueues_the_controller_and_agents_run_everything(tmp_path, agent
     run_id = result.stdout.split(" as run ")[1].split(":")[0]
     assert run is None  # nothing ran yet: the controller waits on 'services'
     assert get_store().get_task(run_id).status == "queued"
-    services, default = agents("services"), agents("default")
+    services, default = agents("--queue", "services"), agents("--queue", "default")
     wait_until(lambda: get_store().get_task(run_id).status in ("completed", "failed"), 120,
                "the enqueued pipeline to finish")
     info = get_store().get_task(run_id)
@@ -294,7 +276,7 @@ def decorated_remote(x=3):
 def test_a_decorated_pipeline_with_a_default_queue_sends_its_components_to_agents(agents):
     """As ClearML: with a default queue and neither run_locally() nor debug_pipeline(), the
     components go to their queue; with pipeline_execution_queue=None the logic runs here."""
-    agent = agents("default")
+    agent = agents("--queue", "default")
     assert decorated_remote(x=5) == 41
     [run] = get_store().list_runs(name="decorated-remote")
     tasks = [n.task for n in get_store().list_nodes(run.id)]
@@ -340,7 +322,7 @@ def test_a_decorated_pipeline_goes_to_its_execution_queue_first(tmp_path, agents
     assert result.returncode == 0, result.stderr
     assert "enqueued on 'services'" in result.stdout and "not reached" not in result.stdout
     run_id = result.stdout.split(" as run ")[1].split(":")[0]
-    agents("services"), agents("default")
+    agents("--queue", "services"), agents("--queue", "default")
     wait_until(lambda: get_store().get_task(run_id).status in ("completed", "failed"), 120,
                "the enqueued decorated pipeline to finish")
     assert get_store().get_task(run_id).status == "completed", Task(run_id).get_log()

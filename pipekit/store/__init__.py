@@ -23,9 +23,10 @@ import json
 import os
 import threading
 
+import pipekit.store.tables as t
+
 from ..config import get_settings
 from ..models import TaskInfo
-from . import tables as t
 from .outputs import OutputStore
 from .queues import QueueStore
 from .runs import RunStore

@@ -11,10 +11,11 @@ import json
 import time
 from collections.abc import Sequence
 
+import pipekit.store.tables as t
+
 from ..config import lease_ttl
 from ..errors import QueueNotFound
 from ..models import AgentInfo
-from . import tables as t
 from .base import StoreBase, new_id
 
 __all__ = ["AgentStore"]

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import pipekit.store.migrate as migrate
+import pipekit.store.statements as sql
+import pipekit.store.tables as t
+
 from ..config import Settings, get_settings
 from ..errors import ForkedHandleError, LeaseLost, StoreTooNew
 from ..models import Lease
-from . import migrate
-from . import statements as sql
-from . import tables as t
 from .blobs import BlobStore
 from .db import open_database, read_schema_version, write
 

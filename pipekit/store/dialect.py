@@ -32,8 +32,9 @@ from typing import Any
 import attrs
 import peewee
 
+import pipekit.store.statements as statements
+
 from ..errors import StoreError
-from . import statements
 
 __all__ = ["POSTGRESQL", "SQLITE", "Dialect", "dialect_for"]
 

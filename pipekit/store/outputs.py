@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pipekit.store.statements as sql
+import pipekit.store.tables as t
+
 from ..errors import ArtifactNotFound, ModelNotFound
 from ..models import ArtifactInfo, Lease, ModelInfo, ObjectRef, ReportInfo, ScalarPoint
-from . import statements as sql
-from . import tables as t
 from .base import StoreBase, new_id
 
 __all__ = ["OutputStore"]

@@ -18,10 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
+import pipekit.store.statements as sql
+import pipekit.store.tables as t
+
 from ..errors import QueueNotFound, TaskNotFound, TaskStateError
 from ..models import Claim, Lease, QueueInfo, Reaped, Status, sources_of
-from . import statements as sql
-from . import tables as t
 from .agents import AgentStore
 from .tasks import task_info
 

@@ -15,6 +15,9 @@ from typing import Any
 
 from peewee import JOIN, fn
 
+import pipekit.store.statements as sql
+import pipekit.store.tables as t
+
 from ..config import lease_ttl
 from ..errors import StoreError, TaskNotFound
 from ..models import (
@@ -27,9 +30,8 @@ from ..models import (
     Status,
     sources_of,
 )
-from . import statements as sql
-from . import tables as t
 from .base import StoreBase
+from .tasks import newest_first
 
 __all__ = ["RunStore"]
 
@@ -288,20 +290,12 @@ class RunStore(StoreBase):
         :param limit: at most this many.
         """
         self._check()
-        query = (t.Run.select(t.Task.id, t.Project.name, t.Task.name, t.Task.status,
-                              t.Task.status_reason, t.Task.parent, t.Task.created,
-                              t.Task.started, t.Task.ended, t.Run.version, t.Run.structure_hash,
-                              t.Run.origin, t.Run.owner, t.Run.heartbeat)
-                 .join(t.Task).join(t.Project)
-                 .order_by(t.Task.created.desc(), t.Task.id.desc()))
-        if project is not None:
-            query = query.where(t.Project.name == project)
-        if name is not None:
-            query = query.where(t.Task.name == name)
-        if status:
-            query = query.where(t.Task.status.in_([str(s) for s in status]))
-        if parent is not None:
-            query = query.where(t.Task.parent == parent)
+        query = newest_first(
+            t.Run.select(t.Task.id, t.Project.name, t.Task.name, t.Task.status,
+                         t.Task.status_reason, t.Task.parent, t.Task.created, t.Task.started,
+                         t.Task.ended, t.Run.version, t.Run.structure_hash, t.Run.origin,
+                         t.Run.owner, t.Run.heartbeat).join(t.Task).join(t.Project),
+            project=project, name=name, status=status, parent=parent)
         if limit is not None:
             query = query.limit(limit)
         lost_before = time.time() - lease_ttl()

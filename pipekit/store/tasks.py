@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pipekit.store.statements as sql
+import pipekit.store.tables as t
+
 from ..errors import TaskIdPrefixError, TaskNotFound, TaskStateError
 from ..models import Lease, ParamInfo, Status, TaskInfo, sources_of
-from . import statements as sql
-from . import tables as t
 from .base import StoreBase, new_id
 
 __all__ = ["MIN_PREFIX", "TaskStore", "task_info"]
@@ -25,6 +26,22 @@ __all__ = ["MIN_PREFIX", "TaskStore", "task_info"]
 MIN_PREFIX = 6
 #: How many ids starting with a prefix are read to say how many characters tell them apart.
 _PREFIX_SCAN = 1000
+
+
+def newest_first(query: Any, *, project: str | None = None, name: str | None = None,
+                 status: Sequence[str] = (), parent: str | None = None) -> Any:
+    """``query`` (over tasks joined to their project) filtered by the task fields every
+    listing offers, newest first.
+    """
+    if project is not None:
+        query = query.where(t.Project.name == project)
+    if name is not None:
+        query = query.where(t.Task.name == name)
+    if status:
+        query = query.where(t.Task.status.in_([str(s) for s in status]))
+    if parent is not None:
+        query = query.where(t.Task.parent == parent)
+    return query.order_by(t.Task.created.desc(), t.Task.id.desc())
 
 
 def task_info(row: Sequence[Any]) -> TaskInfo:
@@ -143,18 +160,10 @@ class TaskStore(StoreBase):
         :param limit: at most this many.
         """
         self._check()
-        query = (t.Task.select(*_task_info_fields())
-                 .join(t.Project).order_by(t.Task.created.desc(), t.Task.id.desc()))
-        if project is not None:
-            query = query.where(t.Project.name == project)
-        if name is not None:
-            query = query.where(t.Task.name == name)
-        if status:
-            query = query.where(t.Task.status.in_([str(s) for s in status]))
+        query = newest_first(t.Task.select(*_task_info_fields()).join(t.Project),
+                             project=project, name=name, status=status, parent=parent)
         if type:
             query = query.where(t.Task.type.in_([str(s) for s in type]))
-        if parent is not None:
-            query = query.where(t.Task.parent == parent)
         if not include_archived:
             query = query.where(t.Task.archived == False)  # noqa: E712 - peewee expression
         wanted = set(tags)
