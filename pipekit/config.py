@@ -29,6 +29,12 @@ LEASE_TTL_ENV = "PIPEKIT_LEASE_TTL"
 START_TIMEOUT_ENV = "PIPEKIT_START_TIMEOUT"
 #: ``<worker>#<attempt>``: the lease under which this process executes ``PIPEKIT_TASK_ID``
 LEASE_ENV = "PIPEKIT_LEASE"
+#: the owner a controller heartbeats its run as, when ``pipekit resume`` took the run for it
+OWNER_ENV = "PIPEKIT_RUN_OWNER"
+#: tests only: the point at which a run's controller is SIGKILLed (:mod:`pipekit.crash`)
+CRASH_ENV = "PIPEKIT_TEST_CRASH_AT"
+#: set for a local step's process: the pid of the controller that started it
+CONTROLLER_PID_ENV = "PIPEKIT_CONTROLLER_PID"
 DEFAULT_LEASE_TTL = 60.0
 DEFAULT_START_TIMEOUT = 300.0
 

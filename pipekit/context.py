@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from .config import LEASE_ENV, TASK_ENV
+from .config import LEASE_ENV, OWNER_ENV, TASK_ENV
 from .models import Lease
 
 __all__ = ["Scope", "active_run", "current_task_id", "launched_task_id", "lease_for", "pop_run",
@@ -147,3 +147,20 @@ def current_task_id() -> str | None:
 def worker_id() -> str:
     """``host:pid``: how a task records the process that runs it."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+#: how a resuming process marks itself as a run's owner (``host:pid (resume)``)
+RESUME_MARK = " (resume)"
+
+
+def run_owner() -> str:
+    """Who this process drives a run as: the owner ``pipekit resume`` took the run for
+    (``PIPEKIT_RUN_OWNER``, inherited from it), else this process (:func:`worker_id`).
+    """
+    return os.environ.get(OWNER_ENV) or worker_id()
+
+
+def owner_process(owner: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of an owner string, if it names one."""
+    host, _, pid = owner.removesuffix(RESUME_MARK).rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None

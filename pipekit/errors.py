@@ -125,6 +125,19 @@ class LeaseLost(TaskStateError):
                               "results are discarded")
 
 
+class RunBusy(PipekitError, RuntimeError):
+    """A run is driven by a live controller, or being resumed, and cannot be taken over.
+
+    :param who: the owning process, e.g. ``PID 123 on host``.
+    """
+
+    def __init__(self, run_id: str, who: str, *, resuming: bool) -> None:
+        self.run, self.who, self.resuming = run_id, who, resuming
+        super().__init__(f"run {run_id} is being resumed by {who}" if resuming else
+                         f"run {run_id} is still driven by its controller, {who}: wait for "
+                         "it to end, or take it over with --force")
+
+
 class TaskStatusError(PipekitError, RuntimeError):
     """``wait_for_status`` saw one of the statuses it was told to raise on."""
 

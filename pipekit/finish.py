@@ -10,7 +10,7 @@ where a lease's fencing check belongs once remote agents run tasks.
 
 from __future__ import annotations
 
-from . import context
+from . import context, crash
 from .logger import flush_metrics
 from .models import Lease, Status
 from .store import get_store
@@ -20,7 +20,7 @@ __all__ = ["finish_task"]
 
 def finish_task(task_id: str, status: Status, reason: str = "", *,
                 log_size: int | None = None, lease: Lease | None = None,
-                run: bool = False) -> bool:
+                run: bool = False, owner: str | None = None) -> bool:
     """End ``task_id`` with ``status`` (and ``reason``); returns whether this call set it.
 
     A task that already has a final status keeps it (a step stopped or timed out from outside
@@ -34,6 +34,8 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
     :param run: the task is a pipeline's controller: its run ends with it, every step and
         node included, in the same transaction (a controller that died must not leave its
         steps running: RELIABILITY 12).
+    :param owner: with ``run``: the controller owner ending it; a run another process has
+        taken over since is left to it.
     """
     try:
         flush_metrics(task_id)
@@ -43,7 +45,9 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
             store.set_log_size(task_id, log_size)
         lease = lease or context.lease_for(task_id)
         if run:
-            moved = store.finish_run(task_id, status, reason, lease=lease)
+            moved = store.finish_run(task_id, status, reason, lease=lease, owner=owner)
         else:
             moved = store.set_status(task_id, status, reason=reason, lease=lease)
+            if moved and status is Status.completed and crash.armed():
+                crash.point("step-committed", store.get_task(task_id).name)
     return moved

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from . import context
+from . import context, crash
 from .capture import StreamCapture
 from .config import NO_CACHE_ENV
 from .dag import Dag
@@ -43,9 +43,10 @@ from .launch import FunctionCodes, Launcher, StepJob, cause, hook_error
 from .models import Job, Outcome, Status
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
 from .plugin_manager import call_each, has_impls, notify
-from .runs import Ownership, open_run
+from .restore import LOST, Restored, Watch, plan, resume_node
+from .runs import Ownership, open_run, settle_version
 from .store import get_store
-from .versioning import choose_version, structure_hash
+from .versioning import structure_hash
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class _Started:
     capture: StreamCapture | None
     ownership: Ownership
     executors: dict[str, Executor] = attrs.Factory(dict)
+    #: a resumed run's recorded nodes not placed yet, by name (:mod:`pipekit.restore`)
+    restored: dict[str, Restored] = attrs.Factory(dict)
 
 
 class Runner:
@@ -164,7 +167,8 @@ class Runner:
                           step_task_completed_callback=self._completed_cb)
         self._run = _Started(opened.info, Launcher(spec, opened.info, refresh=self.refresh,
                                                    code=self._code), opened.capture,
-                             Ownership(opened.info.id).start())
+                             Ownership(opened.info.id).start(),
+                             restored=plan(opened.info.id) if opened.resumed else {})
         self.started = time.time()
         context.push_run(self)
         with self._lock:
@@ -323,7 +327,12 @@ class Runner:
         return name, executors[name]
 
     def _enter(self, node: Node) -> None:
-        """Place a pending node: ready, waiting on parents, or skipped (a parent can't succeed)."""
+        """Place a pending node: ready, waiting on parents, or skipped (a parent can't succeed).
+        A node a resumed run had is kept, watched or run again first (:meth:`_restore`).
+        """
+        restored = self._live.restored.pop(node.name, None)
+        if restored is not None and self._restore(node, restored):
+            return
         parents = self.dag.parents(node.name)
         bad = [p for p in parents if NodeStatus(self.nodes[p].status).is_final
                and not NodeStatus(self.nodes[p].status).is_success]
@@ -336,7 +345,22 @@ class Runner:
         else:
             self._ready.append(node.name)
 
+    def _restore(self, node: Node, restored: Restored) -> bool:
+        """Give a resumed run's node what it had (:func:`pipekit.restore.resume_node`);
+        returns whether it is placed (kept, or watched while in flight), else it runs again.
+        """
+        parents_ok = all(NodeStatus(self.nodes[p].status).is_success
+                         for p in self.dag.parents(node.name))
+        with self._changed:
+            watch = resume_node(node, restored, self._live.info.id, parents_ok=parents_ok)
+            self._changed.notify_all()
+        if isinstance(watch, Watch):
+            self._running[node.name] = _Running(watch, watch, time.monotonic())  # type: ignore[arg-type]
+        return watch is not None
+
     def _launch(self, node: Node) -> None:
+        if self.dag.parents(node.name):
+            crash.point("before-enqueue", node.name)
         launched = self._live.launcher.launch(node)
         if launched.failed is not None:
             self._fail(node, launched.failed)
@@ -361,6 +385,7 @@ class Runner:
             notify("pipekit_step_created", node=node, task=get_store().get_task(task_id),
                    run=run.info)
         self._set_status(node, NodeStatus.in_progress, task=task_id)
+        crash.point("step-claimed", node.name)
         try:
             _, executor = self._executor_for(node)
             handle = executor.submit(Job(task_id, node.name,
@@ -371,8 +396,12 @@ class Runner:
             self._collect(node, Outcome(Status.failed.value, reason))
             return
         self._running[node.name] = _Running(executor, handle, time.monotonic())
+        crash.point("step-started", node.name)
 
     def _collect(self, node: Node, outcome: Outcome) -> None:
+        if outcome.status == LOST:  # a step watched since the resume died without a result
+            self._launch(node)
+            return
         node.job_ended = time.time()
         task_id = node.job.task_id() if node.job is not None else None
         if outcome.ok:
@@ -412,7 +441,10 @@ class Runner:
         """Stop the run if its controller task was ended from outside; cancel a step whose
         task was. Returns whether the run is stopping.
         """
-        run_id = self._live.info.id
+        run_id, taken = self._live.info.id, self._live.ownership.taken_by
+        if taken:  # another process resumed the run (--force): it is theirs to drive
+            self.abort(f"run taken over by {taken}")
+            return True
         running = {self.nodes[name].job.task_id(): name for name in self._running}
         statuses = get_store().task_statuses([run_id, *running])
         status, reason = statuses.get(run_id, (Status.in_progress.value, ""))
@@ -551,9 +583,10 @@ class Runner:
         if run.capture is not None:
             capture, run.capture = run.capture, None
             get_store().set_log_size(run.info.id, capture.stop())
-        if self.dynamic:
-            self._settle_version()
-        get_store().finish_run(run.info.id, status, reason)
+        if self.dynamic:  # its version, now that its structure is known
+            run.info = settle_version(run.info, self.spec, self._structure_hash)
+        crash.point("run-finishing")
+        get_store().finish_run(run.info.id, status, reason, owner=run.ownership.owner)
         run.ownership.stop()
         context.pop_run(self)
         for executor in run.executors.values():
@@ -562,18 +595,3 @@ class Runner:
         self.ended = time.time()
         notify("pipekit_pipeline_finished", run=self._live.info, status=status.value)
         return status.value
-
-    def _settle_version(self) -> None:
-        """A dynamic run's version, now that its structure is known."""
-        run, spec, store = self._live, self.spec, get_store()
-        try:
-            structure = self._structure_hash()
-            version = choose_version(store, project=spec.project, name=spec.name,
-                                     requested=spec.version,
-                                     auto_bump=spec.auto_version_bump, structure_hash=structure)
-        except PipekitError as exc:
-            log.warning("run %s: version not recorded: %s", run.info.id, exc)
-            return
-        store.record_run_version(run.info.id, project=spec.project, name=spec.name,
-                                 version=version, structure_hash=structure)
-        run.info = attrs.evolve(run.info, version=version)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psutil
 
 from . import context
 from . import params as P
 from .capture import StreamCapture
 from .config import MODE_ENV, NO_CACHE_ENV, lease_ttl
 from .dag import Dag
-from .errors import DefinitionError, PipekitError, TaskNotFound
+from .errors import DefinitionError, PipekitError, RunBusy, TaskNotFound
 from .hashing import digest_file
 from .models import ParamInfo, RunRecord, Status, TaskInfo, TaskType
 from .nodes import PipelineSpec, RunInfo
@@ -42,7 +44,8 @@ from .versioning import choose_version, provisional_version
 from .worker import run_task
 
 __all__ = ["OpenRun", "Ownership", "abort", "abort_run", "clone_run", "enqueue_controller",
-           "execute", "launch_script", "open_run", "run_view"]
+           "execute", "launch_script", "open_run", "resume", "resume_as", "run_view",
+           "take_for_resume", "take_run"]
 
 MODES = ("debug", "local")
 
@@ -62,24 +65,34 @@ class OpenRun:
 
     info: RunInfo
     capture: StreamCapture | None = None
+    #: the run existed: this is its script run again by ``pipekit resume`` (or by an agent
+    #: retrying its controller), its recorded nodes to be restored (:mod:`pipekit.restore`)
+    resumed: bool = False
 
 
 class Ownership:
     """The controller process's claim on the run it drives: it records itself as the run's
     owner and heartbeats every lease TTL / 3 from a thread of its own (a step running in the
     controller's thread does not silence it), so ``runs ls/show`` can tell a run nobody
-    drives any more ("controller lost") from a slow one.
+    drives any more ("controller lost") from a slow one. Once another process has taken the
+    run over (``pipekit resume --force``), :attr:`taken_by` names it and beats stop.
     """
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.owner = context.worker_id()
+        self.owner = context.run_owner()
+        self.taken_by: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"pipekit-owner-{run_id}",
                                         daemon=True)
 
     def start(self) -> Ownership:
-        get_store().beat_run(self.run_id, self.owner)
+        """Start beating.
+
+        :raises RunBusy: another process owns the run.
+        """
+        if not get_store().beat_run(self.run_id, self.owner):
+            raise busy(self.run_id, get_store().get_run(self.run_id).owner)
         self._thread.start()
         return self
 
@@ -87,12 +100,52 @@ class Ownership:
         interval = lease_ttl() / 3
         while not self._stop.wait(interval):
             try:
-                get_store().beat_run(self.run_id, self.owner)
+                if not get_store().beat_run(self.run_id, self.owner):
+                    self.taken_by = get_store().get_run(self.run_id).owner or "?"
+                    return
             except Exception:  # a busy store: the next beat tries again
                 log.warning("run %s: heartbeat failed", self.run_id, exc_info=True)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def owner_alive(run: RunRecord) -> bool:
+    """Whether the run's owner still drives it: it heartbeat within a lease TTL, and, when
+    it runs on this host, its process is alive (so a crash here is seen at once).
+    """
+    if not run.owner or run.heartbeat is None or run.heartbeat < time.time() - lease_ttl():
+        return False
+    where = context.owner_process(run.owner)
+    if where is not None and where[0] == socket.gethostname():
+        return psutil.pid_exists(where[1])
+    return True
+
+
+def take_run(run_id: str, owner: str, *, force: bool = False,
+             store: Store | None = None) -> None:
+    """Make ``owner`` the controller of run ``run_id``: the run's lease, taken only while
+    nobody else holds it (or by ``force``). Of two processes taking a run at once, one wins.
+
+    :raises RunBusy: a live process owns the run (naming it), and ``force`` is not set.
+    """
+    store = store or get_store()
+    for _ in range(5):
+        run = store.get_run(run_id)
+        if run.owner == owner:
+            return
+        if not force and owner_alive(run):
+            raise busy(run_id, run.owner)
+        if store.take_run(run_id, owner, previous=(run.owner, run.heartbeat)):
+            return
+    raise busy(run_id, store.get_run(run_id).owner)
+
+
+def busy(run_id: str, owner: str | None) -> RunBusy:
+    """The error for a run ``owner`` holds."""
+    where = context.owner_process(owner or "")
+    who = f"PID {where[1]} on {where[0]}" if where else (owner or "another process")
+    return RunBusy(run_id, who, resuming=bool(owner and owner.endswith(context.RESUME_MARK)))
 
 
 #: controller tasks this process has taken over (each is run once)
@@ -113,17 +166,23 @@ def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
         parameter the pipeline lacks; nothing is written then.
     """
     store = get_store()
+    caller = current_step()
+    # A pipeline started inside a step is nested in it and never takes over the task this
+    # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
+    adopted = _adoptable(store) if caller is None else None
+    # A task that already has a run is that run resumed: this process must own it first.
+    resumed = adopted is not None and _has_run(store, adopted.id)
     # Before anything is written: a version that cannot be chosen leaves nothing behind.
-    if structure is not None:
+    if resumed:
+        assert adopted is not None
+        take_run(adopted.id, context.run_owner(), store=store)
+        version = store.get_run(adopted.id).version
+    elif structure is not None:
         version = choose_version(store, project=spec.project, name=spec.name,
                                  requested=spec.version, auto_bump=spec.auto_version_bump,
                                  structure_hash=structure)
     else:  # provisional: settled once the structure is known
         version = provisional_version(store, spec)
-    caller = current_step()
-    # A pipeline started inside a step is nested in it and never takes over the task this
-    # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
-    adopted = _adoptable(store) if caller is None else None
     if adopted is not None:
         try:
             _apply_args(spec, store.get_parameters(adopted.id))
@@ -153,13 +212,35 @@ def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
         # The controller's console is its task's log (a worker running the controller as
         # a task, a step running a nested pipeline, or a Task.init() task capture it).
         capture = StreamCapture(store.log_path(info.id))
-    store.create_run(info.id, dag=dag.to_dict(), version=version, structure_hash=structure,
-                     pipeline=(spec.project, spec.name) if structure else None)
+    if resumed:
+        store.resume_run(info.id, dag=dag.to_dict())
+        log.info("run %s: resumed", info.id)
+    else:
+        store.create_run(info.id, dag=dag.to_dict(), version=version, structure_hash=structure,
+                         pipeline=(spec.project, spec.name) if structure else None)
     return OpenRun(RunInfo(id=info.id, name=spec.name, project=spec.project, version=version,
                            pipeline=pipeline,
                            step_task_created_callback=step_task_created_callback,
                            step_task_completed_callback=step_task_completed_callback),
-                   capture)
+                   capture, resumed)
+
+
+def settle_version(info: RunInfo, spec: PipelineSpec, structure: Callable[[], str]) -> RunInfo:
+    """Record a dynamic run's version once its structure (``structure()``, its hash) is
+    known; returns the run with it (unchanged, with a warning, if none can be chosen).
+    """
+    store = get_store()
+    try:
+        digest = structure()
+        version = choose_version(store, project=spec.project, name=spec.name,
+                                 requested=spec.version, auto_bump=spec.auto_version_bump,
+                                 structure_hash=digest)
+    except PipekitError as exc:
+        log.warning("run %s: version not recorded: %s", info.id, exc)
+        return info
+    store.record_run_version(info.id, project=spec.project, name=spec.name, version=version,
+                             structure_hash=digest)
+    return attrs.evolve(info, version=version)
 
 
 def _adoptable(store: Store) -> TaskInfo | None:
@@ -401,6 +482,59 @@ def execute(task_id: str, *, mode: str | None = None, no_cache: bool = False,
     if no_cache:
         env[NO_CACHE_ENV] = "1"
     return run_task(task_id, echo=echo, on_start=on_start, env=env)
+
+
+def resume(run_id: str, *, force: bool = False, echo: Any = None,
+           on_start: Callable[[int], None] | None = None,
+           env: Mapping[str, str] | None = None) -> TaskInfo:
+    """Continue run ``run_id`` (an id or unique prefix) after its controller was lost: take
+    the run's controller lease (:func:`take_for_resume`), then run its script again here as
+    the same run (:func:`resume_as`), which keeps every completed step whose artifacts
+    verify, waits for a step still in flight, and runs the rest (:mod:`pipekit.restore`).
+    Returns the run's task once final.
+
+    :param force: take the run even while its controller looks alive; that controller then
+        stops driving it.
+    :param env: more environment for the script (e.g. :func:`pipekit.alias.clearml_env`).
+    :raises PipekitError: see :func:`take_for_resume`.
+    """
+    run_id, owner = take_for_resume(run_id, force=force)
+    return resume_as(run_id, owner, echo=echo, on_start=on_start, env=env)
+
+
+def take_for_resume(run_id: str, *, force: bool = False) -> tuple[str, str]:
+    """Take run ``run_id`` over to resume it; returns its full id and the owner it is held
+    as (for :func:`resume_as`).
+
+    :raises PipekitError: not a run; the run has already ended (``pipekit rerun`` runs it
+        again); its script is gone.
+    :raises RunBusy: a live controller or another resume holds the run (unless ``force``).
+    """
+    store = get_store()
+    run_id = _require_run(store, run_id)
+    info = store.get_task(run_id)
+    if info.status != Status.in_progress.value:
+        raise PipekitError(f"run {run_id} has already ended ({info.status}): nothing to "
+                           f"resume; pipekit rerun {run_id[:12]} runs it again")
+    path = info.script.get("path")
+    if not path or not os.path.isfile(path):
+        raise PipekitError(f"run {run_id} cannot be resumed: its script "
+                           f"{path or info.script.get('entry_point')!r} is gone")
+    owner = context.worker_id() + context.RESUME_MARK
+    take_run(run_id, owner, force=force, store=store)
+    # An agent's claim on the controller task ends here: its late result is fenced out.
+    store.release_claim(run_id)
+    return run_id, owner
+
+
+def resume_as(run_id: str, owner: str, *, echo: Any = None,
+              on_start: Callable[[int], None] | None = None,
+              env: Mapping[str, str] | None = None) -> TaskInfo:
+    """Run the script of run ``run_id``, taken over as ``owner``, as that run; returns the
+    run's task once final (see :func:`resume`).
+    """
+    log.info("run %s: resuming", run_id)
+    return run_task(run_id, echo=echo, on_start=on_start, env=env, owner=owner)
 
 
 def abort(task_id: str, reason: str = "aborted by user", *,

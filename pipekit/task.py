@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import context
+from . import context, crash
 from . import params as P
 from .artifacts import Artifact, Model, store_value
 from .connect import connect, connect_configuration
@@ -417,6 +417,8 @@ class Task:
                                      f"{os.fspath(artifact_object)!r}", artifact=name)
         store = get_store()
         ref, auto_preview = store_value(store, artifact_object, name)
+        if crash.armed():
+            crash.point("artifact-written", self.name)
         shown = str(preview) if preview is not None else auto_preview
         info = store.put_artifact(self._id, name, ref, metadata, shown,
                                   lease=context.lease_for(self._id))

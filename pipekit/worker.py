@@ -25,7 +25,15 @@ import psutil
 
 from . import context
 from .capture import open_log, pump
-from .config import DB_ENV, HOME_ENV, LEASE_ENV, TASK_ENV, configure
+from .config import (
+    CONTROLLER_PID_ENV,
+    DB_ENV,
+    HOME_ENV,
+    LEASE_ENV,
+    OWNER_ENV,
+    TASK_ENV,
+    configure,
+)
 from .errors import PipekitError, TaskStateError
 from .executor import outcome_of, settle
 from .finish import finish_task
@@ -93,7 +101,8 @@ def describe_exit(returncode: int) -> str:
 
 def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = None,
              on_start: Callable[[int], None] | None = None,
-             env: Mapping[str, str] | None = None, lease: Lease | None = None) -> TaskInfo:
+             env: Mapping[str, str] | None = None, lease: Lease | None = None,
+             owner: str | None = None) -> TaskInfo:
     """Run a ``created`` or ``queued`` task to its final status; returns it.
 
     A script task runs as a child process; a function task runs in this process
@@ -104,11 +113,14 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     :param env: extra environment for a script task's child (an empty value unsets).
     :param lease: an agent claimed the task (``in_progress`` already) under this lease: the
         task's results and final status land only while it is current.
+    :param owner: the task is a pipeline run (``in_progress``) this process took over as
+        ``owner`` to resume it (:func:`pipekit.runs.resume`): its script runs again as the
+        same run, and ends it only while the run is still this owner's.
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
     info = store.get_task(store.resolve_task_id(task_id))
-    runnable = (Status.in_progress.value,) if lease is not None else (
+    runnable = (Status.in_progress.value,) if lease is not None or owner is not None else (
         Status.created.value, Status.queued.value)
     if info.status not in runnable:
         raise TaskStateError(info.id, info.status, "run")
@@ -116,7 +128,7 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         return call(info.id, worker=worker, lease=lease)
     script = info.script
     path = script.get("path")
-    if lease is None:
+    if lease is None and owner is None:
         store.transition(info.id, Status.in_progress, worker=worker or context.worker_id())
     log_path = store.log_path(info.id)
     if not path:
@@ -135,6 +147,8 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
                       DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
     if lease is not None:  # the script's own uploads are fenced by the same lease
         child_env[LEASE_ENV] = context.lease_env(lease)
+    if owner is not None:  # the script's controller drives the run as the owner we took
+        child_env[OWNER_ENV] = owner
     cmd = [sys.executable, path, *script.get("argv", [])]
     proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=child_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -156,14 +170,16 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     # A pipeline's controller that ended (or died) ends its run: no step is left running.
     run = info.type == TaskType.controller.value
     if stopped:
-        finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease, run=run)
+        finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease, run=run,
+                    owner=owner)
     elif returncode == 0:
-        finish_task(info.id, Status.completed, log_size=size, lease=lease, run=run)
+        finish_task(info.id, Status.completed, log_size=size, lease=lease, run=run,
+                    owner=owner)
     else:
         recorded = store.get_task(info.id).status_reason  # the script's own why
         reason = describe_exit(returncode)
         finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
-                    log_size=size, lease=lease, run=run)
+                    log_size=size, lease=lease, run=run, owner=owner)
     return store.get_task(info.id)
 
 
@@ -188,6 +204,7 @@ def run_job_in_child(job: Job, home: str, db: str) -> Outcome:
     parent is gone it exits, after finishing (and committing) the job it runs, if any.
     """
     _watch_parent()
+    os.environ[CONTROLLER_PID_ENV] = str(_watching[0])
     configure(home=home, db=db)
     with _busy:
         return run_job(job)

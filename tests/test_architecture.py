@@ -463,11 +463,12 @@ def test_no_import_circle():
 #: is its modules' level; the top package (the public API) sits above everything.
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs"], 0),
-    **dict.fromkeys(["context", "plugin_manager", "store"], 1),
+    **dict.fromkeys(["context", "plugin_manager", "store", "crash"], 1),
     **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",
                      "monitoring", "versioning", "storage", "alias", "plots"], 2),
     **dict.fromkeys(["logger", "finish", "connect", "script", "task", "executor"], 3),
-    **dict.fromkeys(["functions", "worker", "definition", "launch", "runs", "runner"], 4),
+    **dict.fromkeys(["functions", "worker", "definition", "launch", "runs", "restore",
+                     "runner"], 4),
     **dict.fromkeys(["controller", "decorator", "progress", "testing", "agent"], 5),
     **dict.fromkeys(["cli", "ui", "automation", "__main__"], 6),
     "": 7,  # pipekit/__init__.py

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,21 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
              local_agents: bool = True, clearml_alias: bool = True) -> None:
     """Run a draft controller task with live progress; exit 1 unless it completes."""
     # lazy: `pipekit --help` and other commands load only what they use
+    from ..runs import execute
+
+    _drive(task_id, lambda **how: execute(task_id, mode=mode, no_cache=no_cache, **how),
+           echo, local_agents, clearml_alias)
+
+
+def _drive(task_id: str, go: Callable[..., Any], echo: bool, local_agents: bool,
+           clearml_alias: bool) -> None:
+    """Run controller task ``task_id`` by ``go(echo=, on_start=, env=)`` in a thread, with
+    live progress and local agents for its queues; exit 1 unless it completes.
+    """
+    # lazy: `pipekit --help` and other commands load only what they use
     from ..agent import LocalAgents
     from ..alias import clearml_env
     from ..progress import watch
-    from ..runs import execute
     from ..store import get_store
 
     pid: list[int] = []
@@ -56,9 +68,8 @@ def _execute(task_id: str, mode: str | None, no_cache: bool, echo: bool,
 
     def drive() -> None:
         try:
-            result.append(execute(task_id, mode=mode, no_cache=no_cache,
-                                  echo=sys.stdout.buffer if echo else None,
-                                  on_start=pid.append, env=env))
+            result.append(go(echo=sys.stdout.buffer if echo else None,
+                             on_start=pid.append, env=env))
         except BaseException as exc:  # re-raised below, in the main thread
             errors.append(exc)
 
@@ -140,6 +151,31 @@ def rerun(run_id: str, params: tuple[str, ...], mode: str | None, no_cache: bool
 
     clone = clone_run(run_id, parse_params(params))
     _execute(clone.id, mode, no_cache, echo, local_agents)
+
+
+@click.command("resume")
+@click.argument("run_id", metavar="RUN")
+@click.option("--force", is_flag=True,
+              help="Take the run over even while its controller looks alive (it then stops "
+                   "driving it).")
+@_agents_option
+@_alias_option
+@_echo_option
+def resume(run_id: str, force: bool, local_agents: bool, clearml_alias: bool,
+           echo: bool) -> None:
+    """Continue a run whose controller was lost (killed, crashed, its machine gone).
+
+    Runs the run's script again here as the same run: steps that completed, and whose
+    artifacts verify, are kept and never run again; a step still running is waited for;
+    the rest run. Refused while the run's controller is alive (unless --force) and for a
+    run that has ended (pipekit rerun runs one again). Exits 1 unless the run completes.
+    """
+    # lazy: `pipekit --help` and other commands load only what they use
+    from ..runs import resume_as, take_for_resume
+
+    run_id, owner = take_for_resume(run_id, force=force)
+    _drive(run_id, lambda **how: resume_as(run_id, owner, **how), echo, local_agents,
+           clearml_alias)
 
 
 @click.group()
@@ -293,6 +329,6 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for command in (run, rerun, runs, pipelines, export):
+    for command in (run, rerun, resume, runs, pipelines, export):
         cli.add_command(command)
 

@@ -268,3 +268,14 @@ class QueueStore(AgentStore):
             return bool(moved)
 
         return self.write(back)
+
+    def release_claim(self, task_id: str) -> bool:
+        """Take a task off its queue for good, whoever holds it: its agent's lease stops
+        being current (its heartbeats and late results are refused) and no reaper retries it.
+        What ``pipekit resume`` does to a controller task it takes over. Returns whether the
+        task had an entry.
+        """
+        self._check()
+        return bool(self.write(lambda: t.QueueEntry.delete()
+                               .where(t.QueueEntry.task == task_id).execute()))
+

@@ -76,13 +76,36 @@ class RunStore(StoreBase):
 
     def add_node(self, run_id: str, name: str, parents: Sequence[str],
                  dag: Mapping[str, Any]) -> None:
-        """Add a node to a running run (a decorated pipeline grows as components are called)."""
+        """Add a node to a running run (a decorated pipeline grows as components are called).
+
+        A node the run already has (a resumed run's pipeline function calling its components
+        again) keeps its row and status; only its parents and the run's DAG are updated.
+        """
         def insert() -> None:
-            t.Node.insert(run=run_id, name=name, parents=json.dumps(list(parents)),
-                          status="pending").execute()
+            updated = t.Node.update(parents=json.dumps(list(parents))).where(
+                (t.Node.run == run_id) & (t.Node.name == name)).execute()
+            if not updated:
+                t.Node.insert(run=run_id, name=name, parents=json.dumps(list(parents)),
+                              status="pending").execute()
             t.Run.update(dag=json.dumps(dict(dag))).where(t.Run.task == run_id).execute()
 
         self.write(insert)
+
+    def resume_run(self, run_id: str, *, dag: Mapping[str, Any]) -> None:
+        """A run resumed by its script, run again: it now runs ``dag``. Nodes it had keep
+        their rows and statuses (the run loop restores or re-runs each); new ones start
+        pending.
+        """
+        def update() -> None:
+            have = {n.name for n in t.Node.select(t.Node.name).where(t.Node.run == run_id)}
+            rows = [{"run": run_id, "name": node["name"], "parents": json.dumps(node["parents"]),
+                     "status": "pending"} for node in dag.get("nodes", ())
+                    if node["name"] not in have]
+            for start in range(0, len(rows), 500):
+                t.Node.insert_many(rows[start:start + 500]).execute()
+            t.Run.update(dag=json.dumps(dict(dag))).where(t.Run.task == run_id).execute()
+
+        self.write(update)
 
     def set_node(self, run_id: str, name: str, status: str, *, task: str | None = None,
                  attempt: int | None = None, started: float | None = None,
@@ -117,11 +140,29 @@ class RunStore(StoreBase):
                          origin=row.origin, dag=json.loads(row.dag), created=row.created,
                          owner=row.owner, heartbeat=row.heartbeat)
 
-    def beat_run(self, run_id: str, owner: str) -> None:
-        """The controller ``owner`` still drives run ``run_id`` (a heartbeat)."""
+    def beat_run(self, run_id: str, owner: str) -> bool:
+        """The controller ``owner`` still drives run ``run_id`` (a heartbeat). Returns
+        ``False``, writing nothing, once another process has taken the run over
+        (:meth:`take_run`): the run is no longer this owner's.
+        """
         self._check()
-        self.write(lambda: t.Run.update(owner=owner, heartbeat=time.time())
-                   .where(t.Run.task == run_id).execute())
+        return bool(self.write(lambda: t.Run.update(owner=owner, heartbeat=time.time()).where(
+            (t.Run.task == run_id) & (t.Run.owner.is_null() | (t.Run.owner == owner)))
+            .execute()))
+
+    def take_run(self, run_id: str, owner: str, *, previous: tuple[str | None, float | None]
+                 ) -> bool:
+        """Make ``owner`` the run's controller if its owner and heartbeat are still
+        ``previous`` (what the caller read, and judged gone): of two processes taking the
+        same run over, exactly one wins. Returns whether this call did.
+        """
+        self._check()
+        before, beat = previous
+        where = (t.Run.task == run_id) & (
+            t.Run.owner.is_null() if before is None else t.Run.owner == before) & (
+            t.Run.heartbeat.is_null() if beat is None else t.Run.heartbeat == beat)
+        return bool(self.write(lambda: t.Run.update(owner=owner, heartbeat=time.time())
+                               .where(where).execute()))
 
     def list_nodes(self, run_id: str) -> list[NodeRecord]:
         """The run's nodes in the order they were added."""
@@ -133,7 +174,7 @@ class RunStore(StoreBase):
                 for n in query]
 
     def finish_run(self, run_id: str, status: Status, reason: str = "",
-                   lease: Lease | None = None) -> bool:
+                   lease: Lease | None = None, owner: str | None = None) -> bool:
         """End a run in one transaction: its controller task gets ``status``, every step task
         of the run not yet final is stopped, and every unfinished node is skipped (or stopped
         if it was running).
@@ -155,6 +196,10 @@ class RunStore(StoreBase):
             if lease is not None and self._sql(
                     sql.LEASE_HELD, (run_id, lease.worker, lease.attempt)).fetchone() is None:
                 return 0  # a stale attempt: the run belongs to a newer one
+            if owner is not None and t.Run.select().where(
+                    (t.Run.task == run_id) & t.Run.owner.is_null(False)
+                    & (t.Run.owner != owner)).exists():
+                return 0  # taken over: the run is its new owner's to end
             steps = [n.task for n in t.Node.select(t.Node.task)
                      .where((t.Node.run == run_id) & t.Node.task.is_null(False))]
             for start in range(0, len(steps), 500):

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 import pipekit
-from pipekit.config import DB_ENV, HOME_ENV, get_settings
+from pipekit.config import CONTROLLER_PID_ENV, DB_ENV, HOME_ENV, get_settings
 from pipekit.executor import Job, Outcome, is_function_job, outcome_of, settle, stop, worker_of
 from pipekit.models import Status
 from pipekit.worker import describe_exit, kill_tree, run_job, run_job_in_child
@@ -204,7 +204,8 @@ class SubprocessExecutor:
 
     def submit(self, job: Job) -> _ProcessHandle:
         settings = get_settings()
-        env = dict(os.environ, **{HOME_ENV: str(settings.home), DB_ENV: settings.db_url})
+        env = dict(os.environ, **{HOME_ENV: str(settings.home), DB_ENV: settings.db_url,
+                                  CONTROLLER_PID_ENV: str(os.getpid())})
         # A step function imported from the user's own modules is pickled by reference: the
         # step process needs the controller's import path to find it again.
         paths = [p or os.getcwd() for p in sys.path]
