@@ -87,9 +87,10 @@ def _restore(store: Store, record: NodeRecord) -> Restored:
         pid = _live_process(info)
         if pid is not None:
             return Restored(record, watch=info.id, pid=pid)
+    if not Status(info.status).is_final:  # nobody will ever finish this attempt
         store.set_status(info.id, Status.failed,
-                         reason="its controller was lost while it ran; the resumed run "
-                                "runs the step again")
+                         reason="its controller was lost before it finished; the resumed "
+                                "run runs the step again")
     return Restored(record)
 
 
