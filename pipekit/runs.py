@@ -170,8 +170,10 @@ def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
     # A pipeline started inside a step is nested in it and never takes over the task this
     # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
     adopted = _adoptable(store) if caller is None else None
-    # A task that already has a run is that run resumed: this process must own it first.
-    resumed = adopted is not None and _has_run(store, adopted.id)
+    # A task whose run has been driven (it has an owner; a rerun's draft has none) is that
+    # run resumed: this process must own it first.
+    resumed = adopted is not None and _has_run(store, adopted.id) \
+        and store.get_run(adopted.id).owner is not None
     # Before anything is written: a version that cannot be chosen leaves nothing behind.
     if resumed:
         assert adopted is not None
