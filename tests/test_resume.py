@@ -304,3 +304,12 @@ def test_a_remote_run_resumes_and_keeps_the_step_an_agent_finished(
     (agent,) = get_store().list_agents()
     assert {t.worker for t in get_store().find_tasks(parent=run)} == {
         f"{agent.host}:{agent.pid}"}
+
+
+def test_the_documented_example_resumes_running_only_what_was_left(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "resume.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "controller exited with -9" in proc.stdout
+    assert proc.stdout.rstrip().endswith("executions: ['prepare', 'train', 'report']")
