@@ -313,3 +313,33 @@ def test_the_documented_example_resumes_running_only_what_was_left(tmp_path: Pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "controller exited with -9" in proc.stdout
     assert proc.stdout.rstrip().endswith("executions: ['prepare', 'train', 'report']")
+
+
+def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
+        marks: Path, agents, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``start(queue=...)``: the agent running the controller dies with it; the lease reaper
+    queues the controller again, and the agent that takes it resumes the same run.
+    """
+    monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
+    monkeypatch.setenv("PIPEKIT_TEST_GATE", "second")
+    store = get_store()
+    agents("--queue", "steps", "--create-queue", "--workers", "2")
+    first_agent = agents("--queue", "services", "--create-queue")
+    enqueued = subprocess.run([sys.executable, str(SCRIPT), "--enqueue"], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ))
+    assert enqueued.returncode == 0, enqueued.stdout + enqueued.stderr
+    wait_until(lambda: (marks / "second.started").exists(), 60, "the run to reach second")
+    (run,) = store.list_runs()
+    controller = int(store.get_run(run.id).owner.rpartition(":")[2])
+    os.killpg(first_agent.pid, signal.SIGKILL)  # the agent, and the controller it ran
+    os.kill(controller, signal.SIGKILL)
+    agents("--queue", "services")
+    # The next agent takes the controller again (attempt 2) and resumes the run: it waits
+    # for "second", still running on the steps' agent, instead of starting it again.
+    wait_until(lambda: store.get_run(run.id).owner not in (None, f"{os.uname().nodename}:"
+                                                                 f"{controller}"),
+               30, "another controller to take the run")
+    (marks / "go").touch()
+    wait_until(lambda: store.get_task(run.id).status != "in_progress", 60, "the run to end")
+    assert_completed_as_uninterrupted(run.id)
+    assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)

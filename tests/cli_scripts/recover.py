@@ -8,7 +8,8 @@ once; ``second`` follows ``first``, ``third`` follows ``second``, ``last`` joins
 Every execution of a step leaves a file ``<step>.<pid>.<unique>`` in ``$PIPEKIT_TEST_MARKS``
 (so a test counts executions). The step named by ``$PIPEKIT_TEST_GATE`` writes
 ``<step>.started`` and then waits (at most 60 s) for a file ``go`` there. The steps run as
-subprocesses, or on queues with ``--remote`` (agents run them).
+subprocesses, or on queues with ``--remote`` (agents run them); with ``--enqueue`` the
+controller itself goes to queue ``services`` (``start(queue=...)``), for an agent to run.
 """
 
 import sys
@@ -72,7 +73,10 @@ if __name__ == "__main__":
                            helper_functions=helpers)
     pipe.add_function_step("last", last, {"total": "${third.total}", "extra": "${side.extra}"},
                            ["result"], helper_functions=helpers)
-    if "--remote" in sys.argv:
+    if "--enqueue" in sys.argv:
+        pipe.set_default_execution_queue("steps")
+        pipe.start(queue="services")
+    elif "--remote" in sys.argv:
         pipe.set_default_execution_queue("steps")
         pipe.start_locally()
     else:
