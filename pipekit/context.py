@@ -153,11 +153,13 @@ def worker_id() -> str:
 RESUME_MARK = " (resume)"
 
 
-def run_owner() -> str:
-    """Who this process drives a run as: the owner ``pipekit resume`` took the run for
-    (``PIPEKIT_RUN_OWNER``, inherited from it), else this process (:func:`worker_id`).
+def run_owner(run_id: str) -> str:
+    """Who this process drives run ``run_id`` as: the owner ``pipekit resume`` took it for
+    (``PIPEKIT_RUN_OWNER``, when this process was started to execute that run), else this
+    process (:func:`worker_id`), as for any other run (one nested in a step, say).
     """
-    return os.environ.get(OWNER_ENV) or worker_id()
+    resumed = os.environ.get(OWNER_ENV)
+    return resumed if resumed and launched_task_id() == run_id else worker_id()
 
 
 def owner_process(owner: str) -> tuple[str, int] | None:

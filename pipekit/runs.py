@@ -80,7 +80,7 @@ class Ownership:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.owner = context.run_owner()
+        self.owner = context.run_owner(run_id)
         self.taken_by: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"pipekit-owner-{run_id}",
@@ -177,7 +177,7 @@ def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
     # Before anything is written: a version that cannot be chosen leaves nothing behind.
     if resumed:
         assert adopted is not None
-        take_run(adopted.id, context.run_owner(), store=store)
+        take_run(adopted.id, context.run_owner(adopted.id), store=store)
         version = store.get_run(adopted.id).version
     elif structure is not None:
         version = choose_version(store, project=spec.project, name=spec.name,
