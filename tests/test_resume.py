@@ -343,3 +343,16 @@ def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
     wait_until(lambda: store.get_task(run.id).status != "in_progress", 60, "the run to end")
     assert_completed_as_uninterrupted(run.id)
     assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
+
+
+def test_resume_from_python(marks: Path) -> None:
+    from pipekit.errors import PipekitError
+    from pipekit.runs import resume as resume_run
+
+    run = crashed(start(env={"PIPEKIT_TEST_CRASH_AT": "step-committed:second"}))
+    info = resume_run(run[:10])
+    assert (info.id, info.status) == (run, "completed")
+    assert_completed_as_uninterrupted(run)
+    assert executions(marks, "second") == 1
+    with pytest.raises(PipekitError, match="has already ended"):
+        resume_run(run)
