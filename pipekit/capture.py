@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import IO, TextIO
 
+from .redact import Redactor, redact_bytes
+
 
 def open_log(path: Path) -> IO[bytes]:
     """Open a task log for appending, creating it (mode 0600) and its folder."""
@@ -35,7 +37,7 @@ class Tee:
         n = self._original.write(text)
         if text:
             try:
-                self._copy(text.encode("utf-8", "replace"))
+                self._copy(redact_bytes(text.encode("utf-8", "replace")))
             except ValueError:  # the log was closed (the step ended, or interpreter shutdown)
                 pass
         return n
@@ -66,7 +68,7 @@ class StreamCapture:
     def write_log(self, text: str) -> None:
         """Write to the log only (e.g. a traceback already printed elsewhere)."""
         with self._lock:
-            self._log.write(text.encode("utf-8", "replace"))
+            self._log.write(redact_bytes(text.encode("utf-8", "replace")))
 
     def stop(self) -> int:
         """Restore the streams, close the log and return its size."""
@@ -79,17 +81,27 @@ class StreamCapture:
 
 
 def pump(stream: IO[bytes], log_path: Path, echo: IO[bytes] | None = None) -> int:
-    """Copy a child's output to its task log (and ``echo``) until EOF; returns bytes copied."""
+    """Copy a child's output to its task log (and ``echo``) until EOF, secrets this process
+    knows masked (:mod:`pipekit.redact`); returns bytes read.
+    """
     total = 0
+    redactor = Redactor()
     with open_log(log_path) as log:
         for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1")
                           else stream.read(65536), b""):
-            log.write(chunk)
             total += len(chunk)
-            if echo is not None:
-                echo.write(chunk)
-                echo.flush()
+            _write(redactor.feed(chunk), log, echo)
+        _write(redactor.flush(), log, echo)
     return total
+
+
+def _write(data: bytes, log: IO[bytes], echo: IO[bytes] | None) -> None:
+    if not data:
+        return
+    log.write(data)
+    if echo is not None:
+        echo.write(data)
+        echo.flush()
 
 
 # -- per-thread capture, for steps that run inside the controller process ---------------------
@@ -135,7 +147,7 @@ class ThreadCapture:
     def write(self, data: bytes) -> None:
         if self._log is None:
             self._log = open_log(self.path)
-        self._log.write(data)
+        self._log.write(redact_bytes(data))
 
     def write_log(self, text: str) -> None:
         self.write(text.encode("utf-8", "replace"))

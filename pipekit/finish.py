@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import context, crash
 from .logger import flush_metrics
 from .models import Lease, Status
+from .redact import redact
 from .store import get_store
 
 __all__ = ["finish_task"]
@@ -37,6 +38,7 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
     :param owner: with ``run``: the controller owner ending it; a run another process has
         taken over since is left to it.
     """
+    reason = redact(reason)  # a step's error may quote the secrets it was given
     try:
         flush_metrics(task_id)
     finally:

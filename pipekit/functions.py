@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from . import context
+from . import context, redact
 from . import params as P
 from .artifacts import load_value
 from .capture import ThreadCapture
@@ -245,10 +245,12 @@ def _env_lookup(ref: Ref) -> Any:
     if ref.kind is not Kind.ENV:
         raise PipekitError(f"unresolved reference {ref.text!r} reached the step")
     try:
-        return os.environ[ref.name or ""]
+        value = os.environ[ref.name or ""]
     except KeyError:
         raise PipekitError(f"environment variable {ref.name!r} (from {ref.text}) is not set "
                            "in the step's environment") from None
+    redact.register(value)  # from now on masked in whatever this process writes
+    return value
 
 
 def _outputs(result: Any, names: list[str], step: str) -> list[tuple[str, Any]]:

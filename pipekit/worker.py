@@ -24,7 +24,7 @@ from typing import IO
 import psutil
 
 from . import context
-from .capture import open_log, pump
+from .capture import pump
 from .config import (
     CONTROLLER_PID_ENV,
     DB_ENV,
@@ -255,18 +255,34 @@ def _execute(task: str, quiet: bool) -> TaskInfo:
     task_id = store.resolve_task_id(task)
     lease = context.lease_for(task_id)  # an agent started this process for a claimed task
     if store.get_task(task_id).is_function:
+        if not quiet:
+            return call(task_id, lease=lease)
         # This process is the step: everything written to fd 1/2 (by Python, C extensions
-        # or children) goes to the task log, as a script step's piped output does.
-        with open_log(store.log_path(task_id)) as log:
+        # or children) goes to the task log through a pipe, as a script step's piped output
+        # does, with the secrets the step resolves masked on the way.
+        log_path = store.log_path(task_id)
+        read, write = os.pipe()
+        copier = threading.Thread(target=pump, args=(os.fdopen(read, "rb"), log_path),
+                                  name="pipekit-step-output", daemon=True)
+        copier.start()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        try:
+            info = call(task_id, capture=False, lease=lease)
+        finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            if quiet:
-                os.dup2(log.fileno(), 1)
-                os.dup2(log.fileno(), 2)
-            info = call(task_id, capture=not quiet, lease=lease)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        store.set_log_size(task_id, store.log_path(task_id).stat().st_size)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)  # the pipe's last writers here: the copier sees its end
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            # (a step's orphaned grandchild may hold the pipe open: it is not waited for)
+            copier.join(timeout=5)
+        if log_path.exists():
+            store.set_log_size(task_id, log_path.stat().st_size)
         return info
     return run_task(task_id, echo=None if quiet else sys.stdout.buffer, lease=lease)
 
