@@ -268,7 +268,8 @@ def _outputs(result: Any, names: list[str], step: str) -> list[tuple[str, Any]]:
 
 
 def call(task_id: str, *, worker: str | None = None, capture: bool = True,
-         lease: Lease | None = None) -> TaskInfo:
+         lease: Lease | None = None, before_finish: Callable[[], None] | None = None
+         ) -> TaskInfo:
     """Run a ``created``/``queued`` function task here to its final status; returns it.
 
     The task is ``completed`` only after each return value's artifact is committed; an
@@ -278,6 +279,9 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
         redirects its whole output instead).
     :param lease: an agent claimed the task (it is ``in_progress`` already) under this lease;
         its results are committed only while the lease is current.
+    :param before_finish: called once the function returned or raised, before the task
+        gets its final status (the step process drains its output into the log then, so
+        the log is whole when the task is seen to end).
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
@@ -319,6 +323,8 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
             sys.stderr.flush()
     finally:
         size = log.stop() if log is not None else None
+        if before_finish is not None:
+            before_finish()
         if stopped:
             finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease)
         elif failure is not None:

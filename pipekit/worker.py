@@ -270,9 +270,10 @@ def _execute(task: str, quiet: bool) -> TaskInfo:
         os.dup2(write, 1)
         os.dup2(write, 2)
         os.close(write)
-        try:
-            info = call(task_id, capture=False, lease=lease)
-        finally:
+
+        def drain() -> None:
+            if not copier.is_alive():
+                return
             sys.stdout.flush()
             sys.stderr.flush()
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -281,6 +282,11 @@ def _execute(task: str, quiet: bool) -> TaskInfo:
             os.close(devnull)
             # (a step's orphaned grandchild may hold the pipe open: it is not waited for)
             copier.join(timeout=5)
+
+        try:
+            info = call(task_id, capture=False, lease=lease, before_finish=drain)
+        finally:
+            drain()
         if log_path.exists():
             store.set_log_size(task_id, log_path.stat().st_size)
         return info

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from pipekit.cli import cli
 from pipekit.store import get_store
+from pipekit.testing import wait_until
 
 SCRIPT = Path(__file__).resolve().parent / "cli_scripts" / "secret.py"
 
@@ -47,13 +48,15 @@ def test_a_secret_never_reaches_the_store_logs_or_any_output(
     monkeypatch.setenv("SECRET_TEST_FAIL", "1" if fail else "0")
     if executor == "queue":
         agents("--queue", "secret-q", "--create-queue")
+        wait_until(lambda: any(q.name == "secret-q" and q.agents
+                               for q in get_store().list_queues()), 30, "the agent")
     proc = subprocess.run([sys.executable, str(SCRIPT), executor], capture_output=True,
                           text=True, timeout=120, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout + proc.stderr  # (start_locally() returns)
     store = get_store()
     (run,) = store.list_runs()
     (step,) = store.find_tasks(parent=run.id)
-    assert step.status == ("failed" if fail else "completed")
+    assert step.status == ("failed" if fail else "completed"), step.status_reason
     outputs = {
         "runs ls": pk("runs", "ls"), "runs ls --json": pk("runs", "ls", "--json"),
         "runs show": pk("runs", "show", run.id), "runs show --json": pk("runs", "show", run.id,
@@ -68,7 +71,7 @@ def test_a_secret_never_reaches_the_store_logs_or_any_output(
         store.settings.home, token))
     # What was there to say is still said, masked.
     log = pk("logs", step.id)
-    assert "stdout sees ***" in log and "stderr sees ***" in log, log
+    assert "stdout sees ***" in log and "stderr sees ***" in log, (log, step)
     if executor in ("subprocess", "queue"):  # a process of its own: fd-level output too
         assert "a child sees ***" in log, log
     if fail:
