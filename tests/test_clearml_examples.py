@@ -16,6 +16,12 @@ are not installed here). Every script runs in three setups:
     the file exactly as it is (``from clearml import ...``), under ``pipekit run``, which makes
     ``clearml`` resolve to pipekit (the real clearml is not installed).
 
+pipeline_from_tasks.py first needs its three template tasks: as in ClearML, step1..3 are run
+once with ``python`` (each stops at ``execute_remotely()``, leaving a draft), in ``unmodified``
+with the environment of the clearml alias (``pipekit.alias.clearml_env()``, what
+``pipekit.install_as_clearml()`` gives child processes). Not ``pipekit run``: it runs a
+``Task.init`` script as its run's task, so ``execute_remotely()`` does nothing there.
+
 The scripts' dataset (ClearML downloads an iris pickle from github) comes from a loopback HTTP
 server this module starts; nothing here uses the network. The test then reads the store: the
 run, each step's task, where it ran, its parameters, artifacts and log.
@@ -228,7 +234,9 @@ def assert_ran_on_queues(ran: Ran) -> None:
         assert {s.worker for s in ran.steps.values()} == {host_pid(ran.agents["default"])}
         return
     # `pipekit run` started one agent for 'default' (nobody served it) and stopped it after
-    [agent] = get_store().list_agents(include_gone=True)
+    found = get_store().list_agents(include_gone=True)
+    assert len(found) == 1, found
+    agent = found[0]
     assert agent.queues == ("default",) and agent.state == "stopped"
     assert {s.worker for s in ran.steps.values()} == {host_pid(agent)}
     assert ran.controller.worker != host_pid(agent)
@@ -395,6 +403,8 @@ def test_decorated_pipeline_step_functions(setup: str, tmp_path: Path, agents) -
     ran = run_example("decorated_pipeline_step_functions.py", setup, tmp_path, agents)
     assert_setup(ran, "decorated_pipeline_step_functions.py")
     assert_ran_locally(ran)
+    assert (ran.controller.project, ran.controller.name) == ("test_decorated",
+                                                             "test_decorated")
     assert set(ran.steps) == {"step", "evaluate"}
     step, evaluate = ran.task("step"), ran.task("evaluate")
     assert step.artifacts["step_return"].get() == 2
