@@ -335,7 +335,8 @@ def test_pipeline_from_functions(setup: str, tmp_path: Path, iris_url: str, agen
     np.testing.assert_array_equal(frame["target"].to_numpy(), TARGET)
 
     # one return name: the four parts of the split are one artifact
-    assert two.get_parameters() == {"kwargs_artifacts/data_frame": f"{one.id}.data_frame"}
+    # (ClearML also records the defaults not passed, kwargs/test_size and kwargs/random_state)
+    assert two.get_parameters()["kwargs_artifacts/data_frame"] == f"{one.id}.data_frame"
     X_train, X_test, y_train, y_test = two.artifacts["processed_data"].get()
     train_rows, test_rows = split(30)  # step_two's own test_size=0.2
     assert list(X_train.index) == list(y_train.index) == list(train_rows)
