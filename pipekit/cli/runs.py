@@ -322,9 +322,15 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     path = Path(output)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    if not path.parent.is_dir():
+        raise PipekitError(f"cannot write {path}: no folder {path.parent}")
+    tmp = path.with_name(f".{path.name}.partial")  # (readers never see half a file)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PipekitError(f"cannot write {path}: {exc.strerror}") from exc
     click.echo(f"wrote {path}", err=True)
 
 
