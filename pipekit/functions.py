@@ -38,7 +38,7 @@ from .hashing import digest_bytes, digest_code, function_source
 from .models import FUNCTION_KIND, Lease, ParamInfo, Status, TaskInfo, TaskType, check_name
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
-from .task import Task, executing
+from .task import Task, executing, store_artifact
 
 __all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "pack_callable",
            "split_kwargs", "store_objects"]
@@ -306,7 +306,8 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
             if not Status(store.get_task(info.id).status).is_final:
                 # (a step stopped or timed out meanwhile keeps nothing)
                 for name, value in outputs:
-                    task.upload_artifact(check_name("artifact", name), value)
+                    # a returned string stays a string, even one that names a path
+                    store_artifact(task, check_name("artifact", name), value)
     except KeyboardInterrupt:
         stopped = "stopped by user (KeyboardInterrupt)"
         raise
