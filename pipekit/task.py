@@ -17,13 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import context, crash
+from . import context
 from . import params as P
-from .artifacts import Artifact, Model, store_value
+from .artifacts import Artifact, Model, store_artifact, store_value
 from .connect import connect, connect_configuration
 from .errors import (
     PipekitError,
-    SerializationError,
     TaskNotFound,
     TaskStatusError,
     TaskTimeout,
@@ -34,7 +33,7 @@ from .plugin_manager import has_impls, notify
 from .script import ScriptLifecycle, patch_argparse, script_file, script_info
 from .store import get_store
 
-__all__ = ["Task", "current_step", "executing", "store_artifact"]
+__all__ = ["Task", "current_step", "executing"]
 
 
 @contextmanager
@@ -417,7 +416,7 @@ class Task:
         """
         check_name("artifact", name)
         artifact_object = _path_if_named(artifact_object)
-        store_artifact(self, name, artifact_object, metadata, preview)
+        store_artifact(self._id, name, artifact_object, metadata, preview)
         if delete_after_upload and isinstance(artifact_object, os.PathLike):
             Path(artifact_object).unlink(missing_ok=True)
         return True
@@ -587,29 +586,6 @@ class Task:
             flush_metrics(self._id)
         if context.process_task() is self:
             context.set_process_task(None)
-
-
-def store_artifact(task: Task, name: str, value: Any, metadata: Mapping[str, Any] | None = None,
-                   preview: Any = None) -> None:
-    """Store ``value`` as artifact ``name`` of ``task``, as it is: a ``pathlib.Path`` is the
-    file or folder it names, a string stays a string (what a step's return values get;
-    :meth:`Task.upload_artifact` adds ClearML's reading of a string as a path first).
-
-    :raises SerializationError: a ``Path`` that names nothing, or a value no serializer takes.
-    """
-    check_name("artifact", name)
-    if isinstance(value, os.PathLike) and not os.path.exists(value):
-        raise SerializationError(f"artifact {name!r}: no such file or folder "
-                                 f"{os.fspath(value)!r}", artifact=name)
-    store = get_store()
-    ref, auto_preview = store_value(store, value, name)
-    if crash.armed():
-        crash.point("artifact-written", task.name)
-    shown = str(preview) if preview is not None else auto_preview
-    info = store.put_artifact(task.id, name, ref, metadata, shown,
-                              lease=context.lease_for(task.id))
-    if has_impls("pipekit_artifact_uploaded"):
-        notify("pipekit_artifact_uploaded", task=task.data, artifact=info)
 
 
 def _path_if_named(value: Any) -> Any:

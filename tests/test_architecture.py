@@ -462,7 +462,8 @@ def test_no_import_circle():
 #: DESIGN §1's levels: a module imports only from its own level or lower. A package's level
 #: is its modules' level; the top package (the public API) sits above everything.
 LEVELS: dict[str, int] = {
-    **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs", "redact"],
+    **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs", "redact",
+                     "tracebacks"],
                     0),
     **dict.fromkeys(["context", "plugin_manager", "store", "crash"], 1),
     **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",

@@ -94,11 +94,17 @@ def _drive(task_id: str, go: Callable[..., Any], echo: bool, local_agents: bool,
             agents.close()
     if errors:
         raise errors[0]
-    info = get_store().get_task(task_id)
+    store = get_store()
+    info = store.get_task(task_id)
     if info.status != Status.completed.value:
         reason = f": {info.status_reason}" if info.status_reason else ""
+        # The log to read is the failed step's, when a step failed; else the script's.
+        failed = next((n.task for n in store.list_nodes(task_id)
+                       if n.status == Status.failed.value and n.task), None) \
+            if info.status == Status.failed.value else None
         raise PipekitError(f"run {task_id} {info.status}{reason} "
-                           f"(pipekit runs show {task_id[:12]}; pipekit logs {task_id[:12]})")
+                           f"(pipekit logs {(failed or task_id)[:12]}; "
+                           f"pipekit runs show {task_id[:12]})")
     click.echo(f"run {task_id} completed: pipekit runs show {task_id[:12]}", err=True)
 
 
@@ -260,6 +266,9 @@ def _print_view(view: dict[str, Any]) -> None:
 
 
 def _add_steps(tree: Any, view: dict[str, Any]) -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
+    from rich.text import Text
+
     steps = tree.add("steps")
     for node in view["nodes"]:
         style = _STATUS_STYLE.get(node["status"], "")
@@ -271,6 +280,10 @@ def _add_steps(tree: Any, view: dict[str, Any]) -> None:
         branch = steps.add(label)
         if node.get("reason") and node["status"] in ("failed", "stopped", "skipped"):
             branch.add(f"reason: {node['reason']}")
+        if node.get("log_tail"):
+            tail = branch.add(f"last log lines (pipekit logs {node['task'][:12]}):")
+            for line in node["log_tail"]:
+                tail.add(Text(line))
         for key, value in node["parameters"].items():
             branch.add(f"{key} = {value}")
         for output in node["outputs"]:
