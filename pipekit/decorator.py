@@ -80,8 +80,8 @@ def _lazy_source(value: Any) -> _Fetch | None:
 
 
 def _force_nested(value: Any) -> Any:
-    """Lazy results inside lists, tuples and dicts are fetched (only a whole argument stays a
-    reference).
+    """Lazy results inside lists, tuples and dicts are fetched (a nested component's
+    arguments, which run here and now).
     """
     if type(value) is LazyResult:
         return value.__wrapped__
@@ -91,6 +91,26 @@ def _force_nested(value: Any) -> Any:
         return tuple(_force_nested(v) for v in value)
     if isinstance(value, dict):
         return {k: _force_nested(v) for k, v in value.items()}
+    return value
+
+
+def _referenced(value: Any) -> Any:
+    """A component argument with every lazy result of this run, however deep in lists,
+    tuples and dicts, replaced by a reference to the producing step's output: each producer
+    becomes a parent (fan-in: "train three models, pick the best"), and the step receives
+    the values. Other lazy results are fetched.
+    """
+    source = _lazy_source(value)
+    if source is not None:
+        return f"${{{source.step}.{source.output}}}"
+    if type(value) is LazyResult:
+        return value.__wrapped__
+    if isinstance(value, list):
+        return [_referenced(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_referenced(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _referenced(v) for k, v in value.items()}
     return value
 
 
@@ -125,11 +145,7 @@ class _Component:
         parents = list(_names(self.options.get("parents")))
         values: dict[str, Any] = {}
         for arg, value in arguments.items():
-            source = _lazy_source(value)
-            if source is not None:
-                values[arg] = f"${{{source.step}.{source.output}}}"
-            else:
-                values[arg] = _force_nested(value)
+            values[arg] = _referenced(value)
         with PipelineDecorator._lock:
             name = self.name
             calls = PipelineDecorator._local.calls

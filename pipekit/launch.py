@@ -211,8 +211,12 @@ class Launcher:
         return value
 
     def resolve(self, node: Node, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A node's parameters with their references resolved. A whole ``${step.output}``
+        stays an input by reference; one inside a list, tuple or dict is loaded (verified),
+        so the step gets the container of values.
+        """
         source = node.parameters if values is None else values
-        return {key: resolve(value, self.lookup, text_lookup=self.lookup_text)
+        return {key: _load_nested(resolve(value, self.lookup, text_lookup=self.lookup_text))
                 for key, value in source.items()}
 
     # -- cache key ----------------------------------------------------------------------------
@@ -345,3 +349,17 @@ def hook_error(exc: BaseException) -> str:
     if isinstance(exc, PipekitError) and exc.__cause__ is None:
         return str(exc)
     return cause(exc)
+
+
+def _load_nested(value: Any, depth: int = 0) -> Any:
+    """``value`` with every artifact input inside a list, tuple or dict loaded."""
+    if isinstance(value, functions.ArtifactInput):
+        return Task(value.task).artifacts[value.name].get() if depth else value
+    if isinstance(value, list):
+        return [_load_nested(v, depth + 1) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_load_nested(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {k: _load_nested(v, depth + 1) for k, v in value.items()}
+    return value
+
