@@ -59,6 +59,7 @@ PLUGIN_SURFACE: dict[str, frozenset[str] | None] = {
     "pipekit.nodes": None,  # Node, NodeStatus, RunInfo: what hooks receive
     "pipekit.monitoring": frozenset({"MonitorSpec", "spec_of"}),
     "pipekit.plugin_manager": frozenset({"has_impls", "notify"}),  # a plugin firing observers
+    "pipekit.progress": frozenset({"Follower"}),  # the progress plugin draws a run
 }
 
 #: What ``pipekit.store.*`` may import from pipekit, besides the store itself.
