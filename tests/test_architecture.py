@@ -783,6 +783,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     proc = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation",
                            "-w", str(base / "dist"), str(src)], **run)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # no packaging warning of pipekit's own (e.g. setuptools' on license classifiers)
+    warned = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if "Warning" in line or "deprecated" in line.lower()]
+    assert warned == [], warned
     wheels = list((base / "dist").glob("pipekit-*.whl"))
     assert len(wheels) == 1, wheels
     venv = base / "venv"

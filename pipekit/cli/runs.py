@@ -15,7 +15,7 @@ import click
 from ..errors import PipekitError
 from ..models import Status
 from .options import listing_options
-from .render import emit_json, json_option, listing, when
+from .render import console, emit_json, json_option, listing, when
 from .tasks import parse_params
 
 _mode_option = click.option("--mode", type=click.Choice(["debug", "local"]),
@@ -245,10 +245,8 @@ _STATUS_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopp
 
 def _print_view(view: dict[str, Any]) -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from rich.console import Console
     from rich.tree import Tree
 
-    console = Console()
     status = "controller lost" if view.get("controller_lost") else view["status"]
     head = (f"[bold]{view['name']}[/] {view['version'] or ''}  run {view['id']}  "
             f"[{_STATUS_STYLE.get(view['status'], '')}]{status}[/]")
@@ -262,7 +260,7 @@ def _print_view(view: dict[str, Any]) -> None:
         for key, value in view["parameters"].items():
             params.add(f"{key} = {value}")
     _add_steps(tree, view)
-    console.print(tree)
+    console().print(tree)
 
 
 def _add_steps(tree: Any, view: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pipekit.store.migrate as migrate
 import pipekit.store.statements as sql
@@ -79,6 +80,21 @@ class StoreBase:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    @property
+    def where(self) -> str:
+        """The store as its users know it: the SQLite file, or the database URL without its
+        password.
+        """
+        path = self.settings.sqlite_path
+        if path is not None:
+            return str(path)
+        parts = urlsplit(self.location)
+        if parts.password is None:
+            return self.location
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port
+                                                              else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
     def _check(self) -> None:
         if os.getpid() != self._pid:
             raise ForkedHandleError(
@@ -92,8 +108,8 @@ class StoreBase:
         """
         self._check()
         if self.read_only:
-            raise StoreError(f"the store {self.settings.sqlite_path} is read-only: this needs to "
-                             "write to it (ls, show, logs and export only read)")
+            raise StoreError(f"the store {self.where} is read-only: this needs to write to it "
+                             "(ls, show, logs and export only read)")
         return write(self.db, fn, self.dialect)
 
     def upgrade(self) -> list[str]:
