@@ -170,7 +170,7 @@ class _Component:
             post_execute_callback=o.get("post_execute_callback"), cache=bool(o.get("cache")),
             retry_on_failure=o.get("retry_on_failure"),
             status_change_callback=o.get("status_change_callback"),
-            helper_functions=o.get("helper_functions"))
+            helper_functions=o.get("helper_functions"), cache_version=o.get("cache_version"))
         node.parameters = {f"kwargs/{k}": v for k, v in values.items()}
         runner.add(node)
         if runner.runs_in_caller:  # debug: run it now, right here
@@ -236,11 +236,13 @@ class PipelineDecorator:
                   status_change_callback: Callable[..., Any] | None = None,
                   helper_functions: Sequence[Callable[..., Any]] | None = None,
                   time_limit: float | None = None, continue_on_fail: bool = False,
-                  **_clearml_only: Any) -> Any:
+                  cache_version: str | None = None, **_clearml_only: Any) -> Any:
         """Make a function a pipeline component (a step when called inside a pipeline).
 
         :param return_values: names of the return values, each stored as an artifact of
             the step's task (several names: the function returns a tuple).
+        :param cache_version: (pipekit's own) part of the step's cache key: change it to
+            stop reusing cached results after a change the key cannot see.
         """
         options = dict(return_values=return_values, name=name, cache=cache,
                        task_type=task_type, execution_queue=execution_queue, parents=parents,
@@ -250,7 +252,7 @@ class PipelineDecorator:
                        post_execute_callback=post_execute_callback,
                        status_change_callback=status_change_callback,
                        helper_functions=helper_functions, time_limit=time_limit,
-                       continue_on_fail=continue_on_fail)
+                       continue_on_fail=continue_on_fail, cache_version=cache_version)
 
         def decorate(fn: Callable[..., Any]) -> _Component:
             monitoring.parse(name or fn.__name__, monitor_metrics, monitor_artifacts,

@@ -168,7 +168,8 @@ def function_node(name: str, function: Callable[..., Any],
                   post_execute_callback: Callable[..., Any] | None = None, cache: bool = False,
                   retry_on_failure: int | Callable[..., bool] | None = None,
                   status_change_callback: Callable[..., Any] | None = None,
-                  helper_functions: Sequence[Callable[..., Any]] | None = None) -> Node:
+                  helper_functions: Sequence[Callable[..., Any]] | None = None,
+                  cache_version: str | None = None) -> Node:
     """A function step's :class:`Node` (shared by the controller and the decorator).
 
     :raises DefinitionError: the function cannot be pickled, a return name is invalid, or a
@@ -198,6 +199,7 @@ def function_node(name: str, function: Callable[..., Any],
                 post_execute_callback=post_execute_callback,
                 status_change_callback=status_change_callback, function=function,
                 helper_functions=list(helper_functions or ()), project_name=project_name,
+                cache_version=None if cache_version is None else str(cache_version),
                 task_name=task_name)
 
 

@@ -256,7 +256,8 @@ class Launcher:
             return caching.cache_key(
                 code=digest, entry_point=entry_point, parameters=params, inputs=inputs,
                 configuration=configuration, returns=node.return_artifacts,
-                extra=caching.hook_parts(call_each("pipekit_cache_key", node=node)))
+                extra=caching.hook_parts(call_each("pipekit_cache_key", node=node)),
+                version=node.cache_version)
         except caching.CacheKeyError as exc:
             log.warning("step %r runs uncached: its inputs %s", node.name, exc)
             return None
