@@ -17,11 +17,11 @@ Nothing here touches the store or runs anything.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import monitoring
+from .config import MAX_WORKERS_ENV, setting
 from .dag import Dag
 from .errors import (
     BadReference,
@@ -41,7 +41,6 @@ __all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added",
            "check_arguments", "check_queues", "check_retry", "check_task_overrides",
            "default_max_workers", "function_node", "refuse_queues", "validate"]
 
-MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
 
 #: ``task_overrides`` keys besides ``script.<field>``, as ClearML names them
 TASK_OVERRIDE_KEYS = ("name", "comment", "tags")
@@ -52,7 +51,7 @@ def default_max_workers() -> int | None:
 
     :raises PipekitError: it is set to something else.
     """
-    raw = os.environ.get(MAX_WORKERS_ENV)
+    raw = setting(MAX_WORKERS_ENV)
     if not raw:
         return None
     try:
