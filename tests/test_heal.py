@@ -1,0 +1,125 @@
+"""Objects heal (RELIABILITY 27): a stored object whose bytes changed fails its next read with
+``ArtifactCorrupt``; a cache hit whose objects fail verification runs the step again instead
+of serving it; the next write of the same content replaces the bad object; ``pipekit db
+check`` reports it and ``--repair`` quarantines it. Nothing valid is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipekit import Task
+from pipekit.errors import ArtifactCorrupt
+from pipekit.functions import pack_callable
+from pipekit.hashing import digest_bytes, digest_file
+from pipekit.store import Store
+from pipekit.store.blobs import BlobStore
+
+#: more than the inline limit: stored as a file under artifacts/
+BIG = bytes(range(256)) * 200
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def task(store: Store) -> Task:
+    return Task(store.create_task(project="heal", name="owner").id)
+
+
+# -- a write replaces a bad object of the same digest ---------------------------------------
+
+
+def test_flipped_byte_fails_the_read_and_the_next_write_heals_it(task, store):
+    task.upload_artifact("data", BIG)
+    digest = store.get_artifact(task.id, "data").ref.digest
+    path = store.blobs.path(digest)
+    flip_byte(path)
+    with pytest.raises(ArtifactCorrupt) as err:
+        task.artifacts["data"].get()
+    assert err.value.artifact == "data" and err.value.digest == digest
+    # the same bytes, written again (by anyone, under any name): the bad file is replaced
+    other = Task(store.create_task(project="heal", name="again").id)
+    other.upload_artifact("copy", BIG)
+    assert digest_file(path) == digest
+    assert task.artifacts["data"].get() == BIG
+    assert other.artifacts["copy"].get() == BIG
+
+
+def test_a_file_artifact_heals_too(task, store, tmp_path):
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(100_000))
+    task.upload_artifact("weights", src)
+    digest = store.get_artifact(task.id, "weights").ref.digest
+    flip_byte(store.blobs.path(digest), 0)
+    with pytest.raises(ArtifactCorrupt, match="'weights'"):
+        task.artifacts["weights"].get_local_copy()
+    task.upload_model("weights", src)  # a model upload of the same file heals it
+    assert Path(task.artifacts["weights"].get_local_copy()).read_bytes() == src.read_bytes()
+
+
+def test_a_function_blob_heals_on_the_next_put(store):
+    data = os.urandom(5_000)  # a function pickle is always a file, however small
+    digest = pack_callable(store, len, data)
+    path = store.blobs.path(digest)
+    path.write_bytes(data[:-1])  # truncated
+    with pytest.raises(ArtifactCorrupt):
+        store.blobs.verified_path(digest, "fn (function)")
+    assert pack_callable(store, len, data) == digest
+    assert store.blobs.verified_path(digest, "fn (function)").read_bytes() == data
+
+
+DAMAGE = st.one_of(
+    st.tuples(st.just("flip"), st.integers(min_value=0)),
+    st.tuples(st.just("truncate"), st.integers(min_value=0)),
+    st.tuples(st.just("append"), st.binary(min_size=1, max_size=8)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.binary(min_size=1, max_size=4096), damage=DAMAGE,
+       spill=st.booleans())
+def test_writing_the_same_content_again_always_heals(content, damage, spill):
+    """Any damage to an object file (a flipped byte, a truncation, bytes appended) is undone
+    by the next write of the same content, through a sink or ``put_bytes``; a good object is
+    left as it is (same file, not rewritten).
+    """
+    with tempfile.TemporaryDirectory() as root:
+        blobs = BlobStore(Path(root) / "artifacts")
+        path = blobs.put_bytes(content)
+        digest = digest_bytes(content)
+        inode = path.stat().st_ino
+
+        def write_again() -> None:
+            if spill:
+                sink = blobs.sink(inline_limit=-1)
+                sink.write(content)
+                assert sink.commit().digest == digest
+            else:
+                blobs.put_bytes(content)
+
+        write_again()
+        assert path.stat().st_ino == inode  # a good object is kept, not replaced
+        kind, arg = damage
+        data = bytearray(content)
+        if kind == "flip":
+            data[arg % len(data)] ^= 0x01
+        elif kind == "truncate":
+            del data[arg % len(data):]
+        else:
+            data += arg
+        path.write_bytes(bytes(data))
+        with pytest.raises(ArtifactCorrupt):
+            blobs.verified_path(digest, "x")
+        write_again()
+        assert blobs.verified_path(digest, "x").read_bytes() == content
+        assert os.listdir(blobs.tmp_dir()) == []
