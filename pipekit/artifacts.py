@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from .errors import SerializationError
+from .errors import ArtifactCorrupt, PipekitError, SerializationError
 from .hashing import digest_file
 from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef
 from .plugin_manager import Registration, Registry
@@ -158,6 +158,28 @@ def load_value(store: Store, ref: ObjectRef, name: str) -> Any:
         except Exception as exc:
             raise SerializationError(f"serializer {serializer.name!r} could not load artifact "
                                      f"{name!r}: {exc}", artifact=name) from exc
+
+
+def unverified(store: Store, task_id: str) -> str | None:
+    """Why task ``task_id``'s outputs cannot be used (an artifact's or model's object is
+    missing or changed: which one, and its digest), or ``None`` when every one verifies.
+
+    A cache hit and a resumed run's completed step are kept only when this says ``None``.
+    """
+    outputs = [("artifact", info) for info in store.list_artifacts(task_id)]
+    outputs += [("model", info) for info in store.list_models(task_id)]
+    for kind, info in outputs:
+        try:
+            with open_verified(store, info.ref, info.name):
+                pass
+        except ArtifactCorrupt as exc:
+            state = "is missing" if exc.actual is None else f"hashes to {exc.actual}"
+            where = " (stored inline)" if info.ref.inline is not None else ""
+            return (f"{kind} {info.name!r} of task {task_id} does not verify: object "
+                    f"{info.ref.digest}{where} {state}")
+        except PipekitError as exc:
+            return f"{kind} {info.name!r} of task {task_id} does not verify ({exc})"
+    return None
 
 
 def object_path(store: Store, ref: ObjectRef, name: str) -> Path:

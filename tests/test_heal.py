@@ -6,6 +6,7 @@ check`` reports it and ``--repair`` quarantines it. Nothing valid is ever delete
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipeline_helpers import node_statuses, run_locally
 
-from pipekit import Task
+from pipekit import PipelineController, Task
 from pipekit.errors import ArtifactCorrupt
 from pipekit.functions import pack_callable
 from pipekit.hashing import digest_bytes, digest_file
@@ -123,3 +125,58 @@ def test_writing_the_same_content_again_always_heals(content, damage, spill):
         write_again()
         assert blobs.verified_path(digest, "x").read_bytes() == content
         assert os.listdir(blobs.tmp_dir()) == []
+
+
+# -- a cache hit whose objects fail verification runs the step again -------------------------
+
+CALLS: list[str] = []
+
+
+def produce(n: int) -> bytes:
+    CALLS.append("produce")
+    return bytes(range(256)) * n
+
+
+def consume(data: bytes) -> int:
+    CALLS.append("consume")
+    return len(data)
+
+
+def _pipeline() -> PipelineController:
+    pipe = PipelineController("heal", "heal-tests")
+    pipe.add_function_step("produce", produce, function_kwargs={"n": 200},
+                           function_return=["data"], cache_executed_step=True)
+    pipe.add_function_step("consume", consume, function_kwargs={"data": "${produce.data}"},
+                           function_return=["size"])
+    return pipe
+
+
+def test_a_cache_hit_whose_object_is_corrupt_runs_the_step_again(store, caplog):
+    CALLS.clear()
+    first = _pipeline()
+    run_locally(first)
+    assert first.is_successful() and CALLS.count("produce") == 1
+    second = _pipeline()
+    run_locally(second)
+    assert second.is_successful() and CALLS.count("produce") == 1  # served from the cache
+    producer = {n.name: n.task for n in store.list_nodes(first.id)}["produce"]
+    digest = store.get_artifact(producer, "data").ref.digest
+    flip_byte(store.blobs.path(digest))
+
+    third = _pipeline()
+    with caplog.at_level(logging.WARNING):
+        run_locally(third)
+    assert CALLS.count("produce") == 2  # the bad hit was not served
+    assert third.is_successful()
+    assert node_statuses(third.id)["produce"] == "completed"
+    warned = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and "'produce'" in r.getMessage()]
+    assert len(warned) == 1, caplog.text  # naming the object: artifact, task and digest
+    assert "'data'" in warned[0] and producer in warned[0] and digest in warned[0]
+    # the re-run wrote the same bytes: the object healed, for the old task too
+    assert digest_file(store.blobs.path(digest)) == digest
+    assert Task(producer).artifacts["data"].get() == produce(200)
+    fourth = _pipeline()
+    run_locally(fourth)
+    assert fourth.is_successful() and CALLS.count("produce") == 3  # (one call above)
+    assert node_statuses(fourth.id)["produce"] == "cached"
