@@ -6,17 +6,22 @@ check`` reports it and ``--repair`` quarantines it. Nothing valid is ever delete
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline_helpers import node_statuses, run_locally
 
 from pipekit import PipelineController, Task
+from pipekit.cli import cli
 from pipekit.errors import ArtifactCorrupt
 from pipekit.functions import pack_callable
 from pipekit.hashing import digest_bytes, digest_file
@@ -31,6 +36,18 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2 if offset is None else offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def object_files(home: Path) -> dict[str, bytes]:
+    """Every object file under ``artifacts/`` (name -> content)."""
+    return {p.name: p.read_bytes() for p in (home / "artifacts").glob("??/*")}
+
+
+def pk(*args: str, code: int | None = None):
+    result = CliRunner().invoke(cli, list(args))
+    if code is not None:
+        assert result.exit_code == code, (result.output, result.exception)
+    return result
 
 
 @pytest.fixture
@@ -180,3 +197,139 @@ def test_a_cache_hit_whose_object_is_corrupt_runs_the_step_again(store, caplog):
     run_locally(fourth)
     assert fourth.is_successful() and CALLS.count("produce") == 3  # (one call above)
     assert node_statuses(fourth.id)["produce"] == "cached"
+
+
+# -- pipekit db check [--repair] --------------------------------------------------------------
+
+
+@pytest.fixture
+def populated(store, tmp_path):
+    """A store with every kind of object: a pipeline run (function pickles, inputs, outputs),
+    file and inline artifacts, a model, a plot image, and an object nothing references.
+    """
+    CALLS.clear()
+    run_locally(_pipeline())
+    task = Task(store.create_task(project="heal", name="owner").id)
+    task.upload_artifact("good", os.urandom(50_000))
+    task.upload_artifact("bad", os.urandom(50_000))
+    task.upload_artifact("small", {"inline": True})
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(os.urandom(70_000))
+    task.upload_model("net", weights)
+    task.get_logger().report_image("img", "s", iteration=0,
+                                   image=np.zeros((8, 8, 3), dtype=np.uint8))
+    store.blobs.put_bytes(os.urandom(40_000))  # referenced by nothing, and valid
+    return task
+
+
+def _problem_lines(output: str, digest: str) -> list[str]:
+    return [line for line in output.splitlines() if digest in line]
+
+
+def test_db_check_passes_on_a_healthy_store(populated, pipekit_home):
+    result = pk("db", "check", code=0)
+    assert result.output.splitlines()[-1].endswith("all verify"), result.output
+    assert not (pipekit_home / "quarantine").exists()
+
+
+def test_db_check_reports_a_corrupt_object_and_repair_quarantines_only_it(
+        populated, store, pipekit_home):
+    digest = store.get_artifact(populated.id, "bad").ref.digest
+    flip_byte(store.blobs.path(digest))
+    before = object_files(pipekit_home)
+
+    result = pk("db", "check", code=1)
+    (line,) = _problem_lines(result.output, digest)
+    assert "'bad'" in line and populated.id in line and "corrupt" in line
+    assert sum(1 for ln in result.output.splitlines() if "corrupt" in ln) == 1, result.output
+    assert object_files(pipekit_home) == before  # a check alone changes nothing
+
+    result = pk("db", "check", "--repair", code=1)
+    moved = pipekit_home / "quarantine" / digest
+    assert moved.read_bytes() == before[digest]
+    assert str(moved) in result.output
+    after = object_files(pipekit_home)
+    assert set(after) == set(before) - {digest}
+    for name, content in after.items():  # everything else is still there, unchanged, valid
+        assert content == before[name]
+        assert digest_bytes(content) == name
+    for name in ("good", "small"):
+        populated.artifacts[name].get()
+    populated.models["output"][0].get_local_copy()
+
+    # what is left is a reference to a missing object, reported as such
+    result = pk("db", "check", code=1)
+    (line,) = _problem_lines(result.output, digest)
+    assert "missing" in line and "'bad'" in line and populated.id in line
+    # the same content written again: the store is whole
+    populated.upload_artifact("bad", before[digest])
+    pk("db", "check", code=0)
+
+
+def test_db_check_sees_every_kind_of_reference(populated, store, pipekit_home):
+    """A model, a function pickle and a plot image are checked like artifacts."""
+    model = populated.models["output"][0]
+    run_task = store.find_tasks(name="produce")[0]
+    callable_digest = run_task.script["callable"]
+    (plot,) = store.reports(populated.id, "plot")
+    image_digest = json.loads(plot.content)["image"]["digest"]
+    for digest in (model.digest, callable_digest, image_digest):
+        store.blobs.path(digest).unlink()
+    result = pk("db", "check", "--json", code=1)
+    found = {p["digest"]: p for p in json.loads(result.output)["problems"]}
+    assert set(found) == {model.digest, callable_digest, image_digest}
+    assert all(p["state"] == "missing" for p in found.values())
+    assert any("'net'" in use and populated.id in use for use in found[model.digest]["uses"])
+    assert any(run_task.id in use for use in found[callable_digest]["uses"])
+    assert any(populated.id in use for use in found[image_digest]["uses"])
+
+
+def test_db_check_reports_a_corrupt_inline_object_and_leaves_it(populated, store):
+    ref = store.get_artifact(populated.id, "small").ref
+    assert ref.inline is not None
+    db = sqlite3.connect(store.settings.sqlite_path)
+    try:
+        db.execute("UPDATE artifact SET inline = ? WHERE task_id = ? AND name = 'small'",
+                   (ref.inline.replace(b"true", b"null"), populated.id))
+        db.commit()
+    finally:
+        db.close()
+    result = pk("db", "check", "--repair", code=1)
+    (line,) = _problem_lines(result.output, ref.digest)
+    assert "'small'" in line and "inline" in line
+
+
+def test_db_check_reports_and_quarantines_a_corrupt_unreferenced_object(
+        populated, store, pipekit_home):
+    stray = os.urandom(40_000)
+    path = store.blobs.put_bytes(stray)
+    flip_byte(path)
+    result = pk("db", "check", code=1)
+    (line,) = _problem_lines(result.output, path.name)
+    assert "referenced by nothing" in line
+    pk("db", "check", "--repair", code=1)
+    assert not path.exists()
+    assert (pipekit_home / "quarantine" / path.name).exists()
+    pk("db", "check", code=0)  # nothing references it: the store is whole again
+
+
+def test_quarantine_never_moves_a_valid_object(store, pipekit_home, monkeypatch):
+    """A writer may heal an object between the check and the repair: the repair verifies
+    what it moved once more and puts a valid object back.
+    """
+    from pipekit.store.check import quarantine
+
+    path = store.blobs.put_bytes(os.urandom(40_000))
+    before = path.read_bytes()
+    assert quarantine(store, path.name) is None  # it verifies: not moved
+    assert path.read_bytes() == before
+    # healed just after the check that found it bad: moved, found good, put back
+    monkeypatch.setattr(type(store.blobs), "holds", lambda self, digest, size=None: False)
+    assert quarantine(store, path.name) is None
+    assert path.read_bytes() == before
+    assert not any((pipekit_home / "quarantine").glob("*"))
+
+
+def test_db_check_help_says_what_it_does():
+    result = pk("db", "check", "--help", code=0)
+    assert "--repair" in result.output and "quarantine" in result.output
