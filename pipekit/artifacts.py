@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from .errors import ArtifactCorrupt, PipekitError, SerializationError
+from .errors import ArtifactCorrupt, SerializationError
 from .hashing import digest_file
 from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef
 from .plugin_manager import Registration, Registry
@@ -166,19 +166,17 @@ def unverified(store: Store, task_id: str) -> str | None:
 
     A cache hit and a resumed run's completed step are kept only when this says ``None``.
     """
-    outputs = [("artifact", info) for info in store.list_artifacts(task_id)]
-    outputs += [("model", info) for info in store.list_models(task_id)]
-    for kind, info in outputs:
+    for kind, name, digest, inline in store.output_objects(task_id):
         try:
-            with open_verified(store, info.ref, info.name):
-                pass
+            if inline is not None:
+                verify_inline(inline, digest, name)
+            else:
+                store.blobs.verified_path(digest, name)
         except ArtifactCorrupt as exc:
             state = "is missing" if exc.actual is None else f"hashes to {exc.actual}"
-            where = " (stored inline)" if info.ref.inline is not None else ""
-            return (f"{kind} {info.name!r} of task {task_id} does not verify: object "
-                    f"{info.ref.digest}{where} {state}")
-        except PipekitError as exc:
-            return f"{kind} {info.name!r} of task {task_id} does not verify ({exc})"
+            where = " (stored inline)" if inline is not None else ""
+            return (f"{kind} {name!r} of task {task_id} does not verify: object "
+                    f"{digest}{where} {state}")
     return None
 
 
