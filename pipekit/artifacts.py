@@ -11,18 +11,20 @@ Pickle runs code when loaded: only load artifacts from stores whose writers you 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from . import context, crash
 from .errors import ArtifactCorrupt, SerializationError
 from .hashing import digest_file
-from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef
-from .plugin_manager import Registration, Registry
-from .store import Store
+from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef, check_name
+from .plugin_manager import Registration, Registry, has_impls, notify
+from .store import Store, get_store
 from .store.blobs import verify_inline
 
 
@@ -305,3 +307,27 @@ class Model(StoredObject):
 
     def __repr__(self) -> str:
         return f"<Model {self.name!r} id={self.id}>"
+
+
+def store_artifact(task_id: str, name: str, value: Any,
+                   metadata: Mapping[str, Any] | None = None, preview: Any = None) -> None:
+    """Store ``value`` as artifact ``name`` of task ``task_id``, as it is: a ``pathlib.Path``
+    is the file or folder it names, a string stays a string (what a step's return values
+    get; :meth:`pipekit.Task.upload_artifact` adds ClearML's reading of a string as a path).
+
+    :raises SerializationError: a ``Path`` that names nothing, or a value no serializer takes.
+    """
+    check_name("artifact", name)
+    if isinstance(value, os.PathLike) and not os.path.exists(value):
+        raise SerializationError(f"artifact {name!r}: no such file or folder "
+                                 f"{os.fspath(value)!r}", artifact=name)
+    store = get_store()
+    ref, auto_preview = store_value(store, value, name)
+    if crash.armed():
+        crash.point("artifact-written", store.get_task(task_id).name)
+    shown = str(preview) if preview is not None else auto_preview
+    info = store.put_artifact(task_id, name, ref, metadata, shown,
+                              lease=context.lease_for(task_id))
+    if has_impls("pipekit_artifact_uploaded"):
+        notify("pipekit_artifact_uploaded", task=store.get_task(task_id), artifact=info)
+

@@ -8,6 +8,8 @@ A key is blake3 over the canonical JSON of everything that decides a step's outp
 * the **digests of its input artifacts** — never the ids of the tasks holding them, so a
   re-run upstream step that returns the same bytes keeps its children cached;
 * its **configuration** and task overrides;
+* its declared ``cache_version`` (``add_function_step``, ``add_step``, ``component``), bumped
+  by hand when something the key cannot see changed;
 * the parts every ``pipekit_cache_key`` plugin adds (a data version, a model registry tag…).
 
 What is *not* in the key: the step's name, the run, the time, and ``${env:…}`` secrets
@@ -33,7 +35,8 @@ KEY_FORMAT = "pipekit-cache/1"
 
 def cache_key(*, code: str, entry_point: str, parameters: Mapping[str, Any],
               inputs: Mapping[str, str], configuration: Mapping[str, Any] | None = None,
-              returns: Iterable[str] = (), extra: Iterable[str] = ()) -> str:
+              returns: Iterable[str] = (), extra: Iterable[str] = (),
+              version: str | None = None) -> str:
     """The hex blake3 cache key of one step execution.
 
     :param code: the digest of the step's code.
@@ -43,12 +46,15 @@ def cache_key(*, code: str, entry_point: str, parameters: Mapping[str, Any],
     :param configuration: configuration objects and task overrides by name.
     :param returns: the names the step's return values are stored under.
     :param extra: parts from ``pipekit_cache_key`` plugins (order does not matter).
+    :param version: the step's declared ``cache_version``, if any.
     :raises CacheKeyError: a value has no canonical JSON form (the error names it).
     """
     document = {"format": KEY_FORMAT, "code": code, "entry_point": entry_point,
                 "parameters": dict(parameters), "inputs": dict(inputs),
                 "configuration": dict(configuration or {}), "returns": list(returns),
                 "extra": sorted(extra)}
+    if version is not None:  # (absent, not null: keys made before it existed still match)
+        document["version"] = str(version)
     try:
         text = canonical_json(document)
     except (TypeError, ValueError) as exc:

@@ -1,8 +1,17 @@
-"""Where the store lives: ``PIPEKIT_HOME``, ``PIPEKIT_DB`` and :func:`configure`.
+"""Where the store lives and how pipekit behaves: settings from Python, the environment and
+a config file, in that order of precedence.
 
-Settings are read from the environment when asked for, never at import, so a test or a
-subprocess that changes the environment sees its own store. :func:`configure` writes the
-environment too, which is how step subprocesses and agents inherit the location.
+* Python: :func:`configure` (it writes the environment, which is how step subprocesses and
+  agents inherit it);
+* the environment: ``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_LEASE_TTL``,
+  ``PIPEKIT_START_TIMEOUT``, ``PIPEKIT_MAX_WORKERS``;
+* a TOML file, ``PIPEKIT_CONFIG`` or else ``config.toml`` in the user's config folder
+  (``~/.config/pipekit/`` on Linux), with the same settings as keys: ``home``, ``db``,
+  ``lease_ttl``, ``start_timeout``, ``max_workers``. A bad file is a :class:`ConfigError`
+  naming the file and the key; an unknown key too (a typo must not pass silently).
+
+Settings are read when asked for, never at import, so a test or a subprocess that changes
+the environment sees its own store; the file is read again only when it changes.
 """
 
 from __future__ import annotations
@@ -10,8 +19,10 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
+import tomllib
 
 from .errors import ConfigError
 
@@ -35,8 +46,84 @@ OWNER_ENV = "PIPEKIT_RUN_OWNER"
 CRASH_ENV = "PIPEKIT_TEST_CRASH_AT"
 #: set for a local step's process: the pid of the controller that started it
 CONTROLLER_PID_ENV = "PIPEKIT_CONTROLLER_PID"
+#: the config file's path (default: ``config.toml`` in the user's config folder)
+CONFIG_ENV = "PIPEKIT_CONFIG"
+MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
 DEFAULT_LEASE_TTL = 60.0
 DEFAULT_START_TIMEOUT = 300.0
+
+#: the config file's keys: the environment variable each stands for, and its TOML types
+FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "home": (HOME_ENV, (str,)),
+    "db": (DB_ENV, (str,)),
+    "lease_ttl": (LEASE_TTL_ENV, (int, float)),
+    "start_timeout": (START_TIMEOUT_ENV, (int, float)),
+    "max_workers": (MAX_WORKERS_ENV, (int,)),
+}
+
+
+def config_path() -> Path:
+    """The config file: ``PIPEKIT_CONFIG``, else ``config.toml`` in the user config folder."""
+    raw = os.environ.get(CONFIG_ENV)
+    if raw:
+        return Path(raw).expanduser()
+    # lazy: platformdirs is needed only when no PIPEKIT_CONFIG says where the file is
+    import platformdirs
+
+    return platformdirs.user_config_path("pipekit") / "config.toml"
+
+
+def parse_config(text: str, source: str = "config") -> dict[str, Any]:
+    """The settings a config file's ``text`` holds, checked.
+
+    :raises ConfigError: not TOML, an unknown key, or a value of the wrong type (naming
+        ``source`` and the key).
+    """
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeError, ValueError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in FILE_KEYS:
+            raise ConfigError(f"{source}: unknown setting {key!r} (known: "
+                              f"{', '.join(FILE_KEYS)})")
+        types = FILE_KEYS[key][1]
+        if not isinstance(value, types) or isinstance(value, bool):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{source}: {key} = {value!r} is not a {wanted}")
+    return data
+
+
+def file_settings() -> dict[str, Any]:
+    """The config file's settings (none when there is no file)."""
+    path = config_path()
+    try:
+        stat = path.stat()
+    except OSError:
+        return {}
+    return _read_config(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_config(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    # Cached by the file's identity: a changed file is read again.
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc}") from None
+    return parse_config(text, f"config file {path}")
+
+
+def setting(env: str) -> str | None:
+    """The raw text of a setting: its environment variable, else its config file key."""
+    raw = os.environ.get(env)
+    if raw:
+        return raw
+    for key, (name, _) in FILE_KEYS.items():
+        if name == env:
+            value = file_settings().get(key)
+            return None if value is None else str(value)
+    return None
 
 
 @attrs.frozen
@@ -72,10 +159,10 @@ class Settings:
 
 
 def get_settings() -> Settings:
-    """Settings from the environment (``PIPEKIT_HOME``, ``PIPEKIT_DB``)."""
-    raw_home = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    """Where the store is (``PIPEKIT_HOME``, ``PIPEKIT_DB``, or the config file's)."""
+    raw_home = setting(HOME_ENV) or DEFAULT_HOME
     relative_to = None if os.path.isabs(os.path.expanduser(raw_home)) else os.getcwd()
-    return _settings_for(raw_home, os.environ.get(DB_ENV), relative_to)
+    return _settings_for(raw_home, setting(DB_ENV), relative_to)
 
 
 @functools.lru_cache(maxsize=16)
@@ -92,7 +179,7 @@ def _settings_for(raw_home: str, raw_db: str | None, relative_to: str | None) ->
 
 
 def _seconds(env: str, default: float) -> float:
-    raw = os.environ.get(env)
+    raw = setting(env)
     if not raw:
         return default
     try:

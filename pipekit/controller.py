@@ -110,8 +110,11 @@ class PipelineController:
                  base_task_factory: Callable[[Node], Any] | None = None,
                  retry_on_failure: int | Callable[..., bool] | None = None,
                  status_change_callback: Callable[..., Any] | None = None,
-                 **_clearml_only: Any) -> bool:
+                 cache_version: str | None = None, **_clearml_only: Any) -> bool:
         """A step that runs a clone of an existing task, with overrides.
+
+        ``cache_version`` (pipekit's own) is part of the step's cache key: change it to stop
+        reusing cached results after a change the key cannot see.
 
         The template is ``base_task_id``, or the most recent task named ``base_task_name``
         in ``base_task_project``, or what ``base_task_factory(node)`` returns at launch.
@@ -146,7 +149,8 @@ class PipelineController:
                     pre_execute_callback=pre_execute_callback,
                     post_execute_callback=post_execute_callback,
                     status_change_callback=status_change_callback,
-                    base_task_factory=base_task_factory)
+                    base_task_factory=base_task_factory,
+                    cache_version=None if cache_version is None else str(cache_version))
         self._add(node)
         return True
 
@@ -166,7 +170,7 @@ class PipelineController:
                           retry_on_failure: int | Callable[..., bool] | None = None,
                           status_change_callback: Callable[..., Any] | None = None,
                           helper_functions: Sequence[Callable[..., Any]] | None = None,
-                          **_clearml_only: Any) -> bool:
+                          cache_version: str | None = None, **_clearml_only: Any) -> bool:
         """A step that calls ``function(**function_kwargs)`` as its own task.
 
         The function's source (and ``helper_functions``') is the task's code; each name in
@@ -194,7 +198,7 @@ class PipelineController:
             continue_on_fail=continue_on_fail, pre_execute_callback=pre_execute_callback,
             post_execute_callback=post_execute_callback, cache=cache_executed_step,
             retry_on_failure=retry_on_failure, status_change_callback=status_change_callback,
-            helper_functions=helper_functions)
+            helper_functions=helper_functions, cache_version=cache_version)
         self._add(node)
         return True
 

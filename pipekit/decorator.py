@@ -80,8 +80,8 @@ def _lazy_source(value: Any) -> _Fetch | None:
 
 
 def _force_nested(value: Any) -> Any:
-    """Lazy results inside lists, tuples and dicts are fetched (only a whole argument stays a
-    reference).
+    """Lazy results inside lists, tuples and dicts are fetched (a nested component's
+    arguments, which run here and now).
     """
     if type(value) is LazyResult:
         return value.__wrapped__
@@ -91,6 +91,26 @@ def _force_nested(value: Any) -> Any:
         return tuple(_force_nested(v) for v in value)
     if isinstance(value, dict):
         return {k: _force_nested(v) for k, v in value.items()}
+    return value
+
+
+def _referenced(value: Any) -> Any:
+    """A component argument with every lazy result of this run, however deep in lists,
+    tuples and dicts, replaced by a reference to the producing step's output: each producer
+    becomes a parent (fan-in: "train three models, pick the best"), and the step receives
+    the values. Other lazy results are fetched.
+    """
+    source = _lazy_source(value)
+    if source is not None:
+        return f"${{{source.step}.{source.output}}}"
+    if type(value) is LazyResult:
+        return value.__wrapped__
+    if isinstance(value, list):
+        return [_referenced(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_referenced(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _referenced(v) for k, v in value.items()}
     return value
 
 
@@ -125,11 +145,7 @@ class _Component:
         parents = list(_names(self.options.get("parents")))
         values: dict[str, Any] = {}
         for arg, value in arguments.items():
-            source = _lazy_source(value)
-            if source is not None:
-                values[arg] = f"${{{source.step}.{source.output}}}"
-            else:
-                values[arg] = _force_nested(value)
+            values[arg] = _referenced(value)
         with PipelineDecorator._lock:
             name = self.name
             calls = PipelineDecorator._local.calls
@@ -154,7 +170,7 @@ class _Component:
             post_execute_callback=o.get("post_execute_callback"), cache=bool(o.get("cache")),
             retry_on_failure=o.get("retry_on_failure"),
             status_change_callback=o.get("status_change_callback"),
-            helper_functions=o.get("helper_functions"))
+            helper_functions=o.get("helper_functions"), cache_version=o.get("cache_version"))
         node.parameters = {f"kwargs/{k}": v for k, v in values.items()}
         runner.add(node)
         if runner.runs_in_caller:  # debug: run it now, right here
@@ -220,11 +236,13 @@ class PipelineDecorator:
                   status_change_callback: Callable[..., Any] | None = None,
                   helper_functions: Sequence[Callable[..., Any]] | None = None,
                   time_limit: float | None = None, continue_on_fail: bool = False,
-                  **_clearml_only: Any) -> Any:
+                  cache_version: str | None = None, **_clearml_only: Any) -> Any:
         """Make a function a pipeline component (a step when called inside a pipeline).
 
         :param return_values: names of the return values, each stored as an artifact of
             the step's task (several names: the function returns a tuple).
+        :param cache_version: (pipekit's own) part of the step's cache key: change it to
+            stop reusing cached results after a change the key cannot see.
         """
         options = dict(return_values=return_values, name=name, cache=cache,
                        task_type=task_type, execution_queue=execution_queue, parents=parents,
@@ -234,7 +252,7 @@ class PipelineDecorator:
                        post_execute_callback=post_execute_callback,
                        status_change_callback=status_change_callback,
                        helper_functions=helper_functions, time_limit=time_limit,
-                       continue_on_fail=continue_on_fail)
+                       continue_on_fail=continue_on_fail, cache_version=cache_version)
 
         def decorate(fn: Callable[..., Any]) -> _Component:
             monitoring.parse(name or fn.__name__, monitor_metrics, monitor_artifacts,

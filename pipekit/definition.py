@@ -17,11 +17,11 @@ Nothing here touches the store or runs anything.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import monitoring
+from .config import MAX_WORKERS_ENV, setting
 from .dag import Dag
 from .errors import (
     BadReference,
@@ -41,7 +41,6 @@ __all__ = ["MAX_WORKERS_ENV", "TASK_OVERRIDE_KEYS", "build_dag", "check_added",
            "check_arguments", "check_queues", "check_retry", "check_task_overrides",
            "default_max_workers", "function_node", "refuse_queues", "validate"]
 
-MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
 
 #: ``task_overrides`` keys besides ``script.<field>``, as ClearML names them
 TASK_OVERRIDE_KEYS = ("name", "comment", "tags")
@@ -52,7 +51,7 @@ def default_max_workers() -> int | None:
 
     :raises PipekitError: it is set to something else.
     """
-    raw = os.environ.get(MAX_WORKERS_ENV)
+    raw = setting(MAX_WORKERS_ENV)
     if not raw:
         return None
     try:
@@ -168,7 +167,8 @@ def function_node(name: str, function: Callable[..., Any],
                   post_execute_callback: Callable[..., Any] | None = None, cache: bool = False,
                   retry_on_failure: int | Callable[..., bool] | None = None,
                   status_change_callback: Callable[..., Any] | None = None,
-                  helper_functions: Sequence[Callable[..., Any]] | None = None) -> Node:
+                  helper_functions: Sequence[Callable[..., Any]] | None = None,
+                  cache_version: str | None = None) -> Node:
     """A function step's :class:`Node` (shared by the controller and the decorator).
 
     :raises DefinitionError: the function cannot be pickled, a return name is invalid, or a
@@ -198,6 +198,7 @@ def function_node(name: str, function: Callable[..., Any],
                 post_execute_callback=post_execute_callback,
                 status_change_callback=status_change_callback, function=function,
                 helper_functions=list(helper_functions or ()), project_name=project_name,
+                cache_version=None if cache_version is None else str(cache_version),
                 task_name=task_name)
 
 

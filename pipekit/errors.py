@@ -46,9 +46,12 @@ class NotFound(PipekitError, LookupError):
 
 
 class TaskNotFound(NotFound):
-    def __init__(self, task_id: str) -> None:
+    """:param where: the store that was searched (named in the message)."""
+
+    def __init__(self, task_id: str, where: str | None = None) -> None:
         self.task = task_id
-        super().__init__(f"unknown task {task_id!r}")
+        super().__init__(f"unknown task {task_id!r}" + (f" in the store {where}" if where
+                                                        else ""))
 
 
 class TaskIdPrefixError(TaskNotFound):

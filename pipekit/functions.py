@@ -22,7 +22,6 @@ import os
 import pickle
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ import attrs
 
 from . import context, redact
 from . import params as P
-from .artifacts import load_value
+from .artifacts import load_value, store_artifact
 from .capture import ThreadCapture
 from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
 from .finish import finish_task
@@ -39,6 +38,7 @@ from .models import FUNCTION_KIND, Lease, ParamInfo, Status, TaskInfo, TaskType,
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
 from .task import Task, executing
+from .tracebacks import relocate, user_traceback
 
 __all__ = ["ArtifactInput", "FunctionCode", "call", "code_of", "pack_callable",
            "split_kwargs", "store_objects"]
@@ -141,12 +141,20 @@ def pack_callable(store: Store, fn: Callable[..., Any], data: bytes) -> str:
     return digest
 
 
-def _load_callable(store: Store, digest: str, name: str) -> Callable[..., Any]:
+def _defined_in(fn: Callable[..., Any]) -> str | None:
+    code = getattr(fn, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    return None if not filename or filename.startswith("<") else filename
+
+
+def _load_callable(store: Store, digest: str, name: str, file: str | None = None
+                   ) -> Callable[..., Any]:
     fn = _callables.get(digest)
     if fn is None:
         path = store.blobs.verified_path(digest, f"{name} (function)")
         with open(path, "rb") as fh:
             fn = pickle.load(fh)  # noqa: S301 - digest verified just above
+        relocate(fn, file)
         with _callables_lock:
             _callables[digest] = fn
     return fn
@@ -175,10 +183,14 @@ def input_params(inputs: Mapping[str, ArtifactInput]) -> list[ParamInfo]:
             for name, ref in inputs.items()]
 
 
-def script_of(code: FunctionCode, callable_digest: str, returns: Iterable[str]) -> dict[str, Any]:
-    """The ``script`` record of a function step's task."""
+def script_of(code: FunctionCode, callable_digest: str, returns: Iterable[str],
+              file: str | None = None) -> dict[str, Any]:
+    """The ``script`` record of a function step's task.
+
+    :param file: where the function was defined (its tracebacks name it again).
+    """
     return {"kind": KIND, "entry_point": code.entry_point, "callable": callable_digest,
-            "return": list(returns), "path": None}
+            "return": list(returns), "path": None, "file": file}
 
 
 def store_objects(kwargs: Mapping[str, Any], *, name: str, owner: str) -> dict[str, Any]:
@@ -214,7 +226,8 @@ def create_task(store: Store, fn: Callable[..., Any], data: bytes, code: Functio
                            "with store_objects() before the task is created")
     return store.create_task(project=project, name=name,
                              type=type or TaskType.data_processing.value, parent=parent,
-                             script=script_of(code, digest, returns), code_digest=code.digest,
+                             script=script_of(code, digest, returns, _defined_in(fn)),
+                             code_digest=code.digest,
                              code=code.source, tags=tuple(tags),
                              params=[*plain, *input_params(inputs)], cache_key=cache_key)
 
@@ -299,14 +312,15 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
     stopped: str | None = None
     try:
         with executing(info.id) as task:
-            fn = _load_callable(store, script["callable"], info.name)
+            fn = _load_callable(store, script["callable"], info.name, script.get("file"))
             kwargs = _arguments(store, info.id)
             result = fn(**kwargs)
             outputs = _outputs(result, list(script.get("return") or ()), info.name)
             if not Status(store.get_task(info.id).status).is_final:
                 # (a step stopped or timed out meanwhile keeps nothing)
                 for name, value in outputs:
-                    task.upload_artifact(check_name("artifact", name), value)
+                    # a returned string stays a string, even one that names a path
+                    store_artifact(task.id, check_name("artifact", name), value)
     except KeyboardInterrupt:
         stopped = "stopped by user (KeyboardInterrupt)"
         raise
@@ -315,7 +329,7 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
             failure = exc.reason
         else:
             failure = f"{type(exc).__name__}: {exc}"
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = user_traceback(exc)
         if log is not None:
             log.write_log(text)
         else:

@@ -217,8 +217,12 @@ class Launcher:
         return value
 
     def resolve(self, node: Node, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A node's parameters with their references resolved. A whole ``${step.output}``
+        stays an input by reference; one inside a list, tuple or dict is loaded (verified),
+        so the step gets the container of values.
+        """
         source = node.parameters if values is None else values
-        return {key: resolve(value, self.lookup, text_lookup=self.lookup_text)
+        return {key: _load_nested(resolve(value, self.lookup, text_lookup=self.lookup_text))
                 for key, value in source.items()}
 
     # -- cache key ----------------------------------------------------------------------------
@@ -258,7 +262,8 @@ class Launcher:
             return caching.cache_key(
                 code=digest, entry_point=entry_point, parameters=params, inputs=inputs,
                 configuration=configuration, returns=node.return_artifacts,
-                extra=caching.hook_parts(call_each("pipekit_cache_key", node=node)))
+                extra=caching.hook_parts(call_each("pipekit_cache_key", node=node)),
+                version=node.cache_version)
         except caching.CacheKeyError as exc:
             log.warning("step %r runs uncached: its inputs %s", node.name, exc)
             return None
@@ -351,3 +356,17 @@ def hook_error(exc: BaseException) -> str:
     if isinstance(exc, PipekitError) and exc.__cause__ is None:
         return str(exc)
     return cause(exc)
+
+
+def _load_nested(value: Any, depth: int = 0) -> Any:
+    """``value`` with every artifact input inside a list, tuple or dict loaded."""
+    if isinstance(value, functions.ArtifactInput):
+        return Task(value.task).artifacts[value.name].get() if depth else value
+    if isinstance(value, list):
+        return [_load_nested(v, depth + 1) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_load_nested(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {k: _load_nested(v, depth + 1) for k, v in value.items()}
+    return value
+

@@ -98,6 +98,9 @@ class Node:
     reason: str = ""
     #: every task this node ran, one per attempt
     tasks: list[str] = attrs.Factory(list)
+    #: a version the user declares for the step's cached results: changing it invalidates
+    #: them (e.g. after a change the code digest cannot see: data behind a URL, a library)
+    cache_version: str | None = None
     #: the cache key it ran (or was served) under, when ``cache_executed_step``
     cache_key: str | None = None
 

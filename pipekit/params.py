@@ -86,12 +86,18 @@ def cast(text: str, like: Any = None, stored_type: str | None = None,
             try:
                 return int(text)
             except ValueError:
-                as_float = float(text)
+                try:
+                    as_float = float(text)  # "3.0" is an int; "3.5" and "abc" are not
+                except ValueError:
+                    as_float = 0.5
                 if not as_float.is_integer():
-                    raise
+                    raise ValueError("not an int") from None
                 return int(as_float)
         if kind == "float":
-            return float(text)
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError("not a float") from None
         if kind == "str":
             return text
         if kind == "NoneType":
@@ -107,8 +113,9 @@ def cast(text: str, like: Any = None, stored_type: str | None = None,
             return target(text)
         return text
     except (ValueError, TypeError, SyntaxError) as exc:
+        why = "" if str(exc).startswith("not a") else f" ({exc})"
         raise ParameterError(
-            f"parameter {name or '?'!r}: cannot read {text!r} as {kind} ({exc})", name
+            f"parameter {name or '?'!r}: cannot read {text!r} as {kind}{why}", name
         ) from exc
 
 

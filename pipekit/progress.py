@@ -2,13 +2,16 @@
 
 :func:`watch` follows a run by polling its nodes, so it works for a run driven by this
 process, another process or an agent alike. On a terminal it draws a ``rich`` live table
-(step, status, duration, cache hit); otherwise (a pipe, CI, ``NO_COLOR`` does not matter)
-it prints one plain line per status change.
+(step, status, duration, cache hit) under a title with ``n of m done`` and the elapsed
+time; otherwise (a pipe, CI) it prints one plain line per status change. ``pipekit run``
+watches the run its script drives; a script run as ``python pipeline.py`` watches its own
+runs through the ``progress`` plugin (:class:`Follower`), unless ``PIPEKIT_PROGRESS=0``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -16,10 +19,11 @@ from typing import Any, TextIO
 from .models import NodeRecord, Status
 from .store import get_store
 
-__all__ = ["watch"]
+__all__ = ["Follower", "watch"]
 
 _STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopped": "yellow",
           "skipped": "dim", "in_progress": "bold blue", "pending": "dim"}
+_DONE = {"completed", "cached", "failed", "stopped", "skipped"}
 
 
 def _duration(node: NodeRecord, now: float) -> str:
@@ -28,12 +32,17 @@ def _duration(node: NodeRecord, now: float) -> str:
     return f"{(node.ended or now) - node.started:.1f} s"
 
 
-def _table(run_id: str, nodes: list[NodeRecord], status: str) -> Any:
+def _title(run_id: str, nodes: list[NodeRecord], status: str, elapsed: float) -> str:
+    done = sum(1 for n in nodes if n.status in _DONE)
+    return f"run {run_id[:12]}  {status}  {done} of {len(nodes)} done  {elapsed:.1f} s"
+
+
+def _table(run_id: str, nodes: list[NodeRecord], status: str, elapsed: float) -> Any:
     # lazy: rich is needed only when progress is drawn
     from rich.table import Table
 
     now = time.time()
-    tbl = Table(title=f"run {run_id[:12]}  {status}", header_style="bold")
+    tbl = Table(title=_title(run_id, nodes, status, elapsed), header_style="bold")
     for column in ("step", "status", "duration", "cached", "task"):
         tbl.add_column(column)
     for node in nodes:
@@ -53,6 +62,7 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
     """
     stream = stream or sys.stdout
     store = get_store()
+    begun = time.monotonic()
 
     def status() -> str:
         return store.get_task(run_id).status
@@ -60,17 +70,20 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
     def done() -> bool:
         return Status(status()).is_final or (until is not None and until())
 
+    def table() -> Any:
+        return _table(run_id, store.list_nodes(run_id), status(), time.monotonic() - begun)
+
     if stream.isatty():
         # lazy: rich is needed only when progress is drawn
         from rich.console import Console
         from rich.live import Live
 
-        with Live(_table(run_id, store.list_nodes(run_id), status()),
-                  console=Console(file=stream), refresh_per_second=8) as live:
+        with Live(table(), console=Console(file=stream), refresh_per_second=8,
+                  redirect_stdout=False, redirect_stderr=False) as live:
             while not done():
-                time.sleep(interval)
-                live.update(_table(run_id, store.list_nodes(run_id), status()))
-            live.update(_table(run_id, store.list_nodes(run_id), status()))
+                time.sleep(interval)  # a display's pace, not synchronisation
+                live.update(table())
+            live.update(table())  # the final state, also after Ctrl-C
         return status()
     seen: dict[str, str] = {}
     while True:
@@ -85,3 +98,23 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
         if finished:
             return status()
         time.sleep(interval)
+
+
+class Follower:
+    """:func:`watch` of one run on a thread of its own, until :meth:`stop` (which waits for
+    the final state to be drawn).
+    """
+
+    def __init__(self, run_id: str, stream: TextIO) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: watch(run_id, until=self._stop.is_set, stream=stream),
+            name=f"pipekit-progress-{run_id}", daemon=True)
+
+    def start(self) -> Follower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

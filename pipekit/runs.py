@@ -329,6 +329,8 @@ def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict
         if node.task:
             step = store.get_task(node.task)
             entry["reason"] = step.status_reason
+            if node.status == Status.failed.value:  # why, in the step's own words
+                entry["log_tail"] = _log_tail(store, node.task)
             entry["parameters"] = {key: p.value for key, p in
                                    store.get_parameters(node.task).items()}
             entry["outputs"] = [{"name": a.name, "type": a.ref.type, "size": a.ref.size,
@@ -350,6 +352,22 @@ def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict
                     for a in store.list_artifacts(run_id)],
         "nodes": nodes,
     }
+
+
+#: how many of a failed step's last log lines ``runs show`` prints
+LOG_TAIL_LINES = 12
+
+
+def _log_tail(store: Store, task_id: str) -> list[str]:
+    """The last :data:`LOG_TAIL_LINES` lines of a task's log (none if it has no log)."""
+    path = store.log_path(task_id)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-LOG_TAIL_LINES:]
 
 
 def controller_lost(task: TaskInfo, run: RunRecord) -> bool:

@@ -17,13 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import context, crash
+from . import context
 from . import params as P
-from .artifacts import Artifact, Model, store_value
+from .artifacts import Artifact, Model, store_artifact, store_value
 from .connect import connect, connect_configuration
 from .errors import (
     PipekitError,
-    SerializationError,
     TaskNotFound,
     TaskStatusError,
     TaskTimeout,
@@ -410,22 +409,16 @@ class Task:
                         wait_on_upload: bool = True, **_clearml_only: Any) -> bool:
         """Store ``artifact_object`` as artifact ``name`` of this task (replacing one of the
         same name). Identical content is stored once; small values live in the database.
+
+        As in ClearML, a ``str`` naming an existing file or folder uploads that file or
+        folder (a folder as a zip); a ``pathlib.Path`` always names one. Any other string is
+        stored as the string.
         """
         check_name("artifact", name)
-        if isinstance(artifact_object, os.PathLike) and not os.path.exists(artifact_object):
-            raise SerializationError(f"artifact {name!r}: no such file or folder "
-                                     f"{os.fspath(artifact_object)!r}", artifact=name)
-        store = get_store()
-        ref, auto_preview = store_value(store, artifact_object, name)
-        if crash.armed():
-            crash.point("artifact-written", self.name)
-        shown = str(preview) if preview is not None else auto_preview
-        info = store.put_artifact(self._id, name, ref, metadata, shown,
-                                  lease=context.lease_for(self._id))
-        if delete_after_upload and isinstance(artifact_object, (str, os.PathLike)):
+        artifact_object = _path_if_named(artifact_object)
+        store_artifact(self._id, name, artifact_object, metadata, preview)
+        if delete_after_upload and isinstance(artifact_object, os.PathLike):
             Path(artifact_object).unlink(missing_ok=True)
-        if has_impls("pipekit_artifact_uploaded"):
-            notify("pipekit_artifact_uploaded", task=self.data, artifact=info)
         return True
 
     @property
@@ -438,7 +431,7 @@ class Task:
         """Store a model (a weights file/folder, or any object) as an output model."""
         check_name("model", name)
         store = get_store()
-        ref, _ = store_value(store, path_or_object, name)
+        ref, _ = store_value(store, _path_if_named(path_or_object), name)
         info = store.add_model(self._id, name, ref, framework,
                                lease=context.lease_for(self._id))
         if has_impls("pipekit_model_uploaded"):
@@ -594,4 +587,13 @@ class Task:
         if context.process_task() is self:
             context.set_process_task(None)
 
+
+def _path_if_named(value: Any) -> Any:
+    """ClearML's reading of a string given where a file may go: one naming an existing file
+    or folder is that path; any other value is itself.
+    """
+    if isinstance(value, str) and 0 < len(value) < 2048 and "\0" not in value \
+            and os.path.exists(value):
+        return Path(value)
+    return value
 

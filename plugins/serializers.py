@@ -42,8 +42,6 @@ class JsonSerializer(Serializer):
     extension = ".json"
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, str) and _is_local_path(value):
-            return False  # a path string is stored as the file it names
         return _is_plain_json(value)
 
     def dump(self, value: Any, fp: IO[bytes]) -> None:
@@ -212,15 +210,10 @@ class PickleSerializer(Serializer):
 
 
 def _is_local_path(value: Any) -> bool:
-    if isinstance(value, os.PathLike):
-        return True
-    if isinstance(value, str) and 0 < len(value) < 4096 and "\n" not in value \
-            and "\0" not in value:
-        try:
-            return os.path.exists(value)
-        except (OSError, ValueError):
-            return False
-    return False
+    """Only a path object names a file or folder: a string is data (``Task.upload_artifact``
+    turns a string naming a path into a path first, as ClearML does).
+    """
+    return isinstance(value, os.PathLike)
 
 
 class PandasPickleSerializer(PickleSerializer):

@@ -24,6 +24,8 @@ def pipekit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PIPEKIT_TASK_ID", raising=False)
     monkeypatch.delenv("PIPEKIT_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("PIPEKIT_PLUGINS", raising=False)
+    # no user config file reaches a test (a test that wants one points PIPEKIT_CONFIG at it)
+    monkeypatch.setenv("PIPEKIT_CONFIG", str(tmp_path / "no-config.toml"))
     pipekit.configure(home=home)
     reset_store()
     plugin_manager.set_plugin_manager(plugin_manager.make_plugin_manager(dists={"pipekit"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipekit import PipelineController
+from pipekit import PipelineController, functions
 from pipekit.store import get_store
 
 OPEN_TASK = {"created", "queued", "in_progress"}
@@ -39,3 +39,13 @@ def run_locally(pipe: PipelineController, executor: str = "thread", **kwargs: An
     pipe.start_locally(run_pipeline_steps_locally=True, executor=executor, **kwargs)
     assert pipe.id is not None
     return pipe.id
+
+
+def function_task(fn: Any, name: str, **kwargs: Any) -> str:
+    """A draft function task calling ``fn(**kwargs)`` (to enqueue for an agent)."""
+    store = get_store()
+    data = functions.pack(fn, name)
+    return functions.create_task(store, fn, data, functions.code_of(fn, (), data), kwargs,
+                                 ["out"], project="agents", name=name, type=None,
+                                 parent=None).id
+

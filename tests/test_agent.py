@@ -18,8 +18,9 @@ from pathlib import Path
 import cloudpickle
 import psutil
 import pytest
+from pipeline_helpers import function_task
 
-from pipekit import Task, functions
+from pipekit import Task
 from pipekit.store import get_store
 from pipekit.testing import wait_until
 
@@ -41,14 +42,6 @@ def script_task(tmp_path: Path, body: str, name: str = "step") -> str:
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(body))
     return Task.create(project_name="agents", task_name=name, script=str(path)).id
-
-
-def function_task(fn, name: str, **kwargs) -> str:
-    store = get_store()
-    data = functions.pack(fn, name)
-    return functions.create_task(store, fn, data, functions.code_of(fn, (), data), kwargs,
-                                 ["out"], project="agents", name=name, type=None,
-                                 parent=None).id
 
 
 def status_of(task_id: str) -> str:

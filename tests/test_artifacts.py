@@ -546,6 +546,50 @@ def test_folder_object_whose_zip_escapes_is_not_extracted(task, store, tmp_path)
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+#: member-name prefixes that climb out of the local copy's folder: at most 5 levels, which
+#: reaches the test's own temp folder and no further (so that even a broken extractor, run
+#: as root, could only ever write where this test looks)
+_CLIMBS = ["", "../", "../../", "../../../", "../../../../", "../../../../../", "a/../../"]
+
+
+def _relative(name: str) -> bool:
+    """A name that does not itself reach further than the climb in front of it."""
+    return not name.startswith(("/", "\\", "~")) and ".." not in name and "\0" not in name
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(st.tuples(st.sampled_from(_CLIMBS),
+                                  (hostile_names() | valid_names(max_size=12))
+                                  .filter(_relative)), min_size=1, max_size=4))
+def test_property_exports_never_write_outside_their_target(task, store, tmp_path, watched,
+                                                           members):
+    """RELIABILITY 19: whatever member names a folder object holds (written by a hostile
+    writer: a valid digest, members from the hostile-name strategy behind ``../`` climbs),
+    reading it back writes only inside its own local-copy folder, or refuses."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for climb, name in members:
+            zf.writestr(f"{climb}{name}"[:200] or "x", b"data")
+    sink = store.blobs.sink(inline_limit=-1)
+    sink.write(buf.getvalue())
+    written = sink.commit()
+    ref = ObjectRef(digest=written.digest, size=written.size, serializer="folder",
+                    type="pathlib.PosixPath", filename="data", inline=None)
+    store.put_artifact(task.id, "exported", ref)
+    target = store.settings.cache_dir / "objects" / written.digest
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    try:
+        folder = Path(task.artifacts["exported"].get())
+    except Exception:
+        pass  # refused: fine, as long as nothing was written
+    else:
+        assert folder.resolve().is_relative_to(target.resolve())
+    new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert [p for p in new if not p.resolve().is_relative_to(target.resolve())] == []
+    watched()
+
+
 def test_an_edited_local_copy_is_made_afresh(task, tmp_path):
     src = tmp_path / "data.csv"
     src.write_bytes(b"a,b\n1,2\n")

@@ -347,6 +347,7 @@ parts = st.fixed_dictionaries({
     "configuration": st.dictionaries(names, values, max_size=2),
     "returns": st.lists(names, max_size=3, unique=True),
     "extra": st.lists(st.text(max_size=6), max_size=3),
+    "version": st.none() | st.text(max_size=6),
 })
 
 
@@ -366,11 +367,13 @@ def test_key_ignores_dict_and_extra_order(p: dict[str, Any], rnd: Any) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(parts, st.sampled_from(["code", "entry_point", "parameters", "inputs",
-                               "configuration", "returns", "extra"]), st.data())
+                               "configuration", "returns", "extra", "version"]), st.data())
 def test_key_changes_with_every_part(p: dict[str, Any], which: str, data: Any) -> None:
     changed = data.draw(parts)[which]
     if which == "extra":
         same = sorted(changed) == sorted(p["extra"])
+    elif which == "version":
+        same = changed == p["version"]
     else:
         same = json.dumps(changed, sort_keys=True) == json.dumps(p[which], sort_keys=True)
     if same:
@@ -462,3 +465,51 @@ def test_docs_example_is_cached_the_second_time(tmp_path: Path) -> None:
                for _ in range(2)]
     assert outputs == ["{'load': 'completed', 'total': 'completed'}",
                        "{'load': 'cached', 'total': 'cached'}"]
+
+
+def test_a_declared_cache_version_is_part_of_the_key(tmp_path, monkeypatch):
+    """RELIABILITY 16: ``cache_version=`` on a step or component: the same version reuses
+    the cached result, a new one runs the step again; a key without one is unchanged."""
+    from pipekit import PipelineController, PipelineDecorator
+
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("CACHE_VERSION_CALLS", str(calls))
+
+    def run(version):
+        pipe = PipelineController(name="versioned", project="cache-version", version="1.0.0")
+        pipe.add_function_step("count", count_call, cache_executed_step=True,
+                               cache_version=version, function_return=["n"])
+        pipe.start_locally(run_pipeline_steps_locally=True, executor="thread")
+
+    run("1")
+    run("1")
+    assert calls.read_text() == "x"  # the second run was served from the cache
+    run("2")
+    assert calls.read_text() == "xx"
+    run(None)
+    assert calls.read_text() == "xxx"
+
+    @PipelineDecorator.component(cache=True, cache_version="a", return_values=["n"])
+    def counted():
+        return count_call()
+
+    @PipelineDecorator.pipeline(name="versioned-decorated", project="cache-version",
+                                version="1.0.0")
+    def pipeline():
+        return counted()
+
+    PipelineDecorator.run_locally(executor="thread")
+    pipeline()
+    pipeline()
+    assert calls.read_text() == "xxxx"
+    assert cache_key(code="c", entry_point="e", parameters={}, inputs={}) == \
+        cache_key(code="c", entry_point="e", parameters={}, inputs={}, version=None)
+
+
+def count_call():
+    import os
+
+    with open(os.environ["CACHE_VERSION_CALLS"], "a") as fh:
+        fh.write("x")
+    return 1
+

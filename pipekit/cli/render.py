@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,7 +37,6 @@ def emit_json(value: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from rich.console import Console
     from rich.table import Table
 
     tbl = Table(title=title, show_lines=False, header_style="bold")
@@ -44,7 +44,17 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
         tbl.add_column(col, overflow="fold", no_wrap=i == 0)
     for row in rows:
         tbl.add_row(*["" if v is None else str(v) for v in row])
-    Console().print(tbl)
+    console().print(tbl)
+
+
+def console() -> Any:
+    """A rich console for stdout; piped (not a terminal), lines are not wrapped at 80
+    columns, so a table read by ``grep`` or ``cut`` keeps one row per line.
+    """
+    # lazy: `pipekit --help` and other commands load only what they use
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=100_000)
 
 
 def listing(items: Sequence[Any], as_json: bool, title: str, columns: Sequence[str],

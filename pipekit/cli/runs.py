@@ -15,7 +15,7 @@ import click
 from ..errors import PipekitError
 from ..models import Status
 from .options import listing_options
-from .render import emit_json, json_option, listing, when
+from .render import console, emit_json, json_option, listing, when
 from .tasks import parse_params
 
 _mode_option = click.option("--mode", type=click.Choice(["debug", "local"]),
@@ -94,11 +94,17 @@ def _drive(task_id: str, go: Callable[..., Any], echo: bool, local_agents: bool,
             agents.close()
     if errors:
         raise errors[0]
-    info = get_store().get_task(task_id)
+    store = get_store()
+    info = store.get_task(task_id)
     if info.status != Status.completed.value:
         reason = f": {info.status_reason}" if info.status_reason else ""
+        # The log to read is the failed step's, when a step failed; else the script's.
+        failed = next((n.task for n in store.list_nodes(task_id)
+                       if n.status == Status.failed.value and n.task), None) \
+            if info.status == Status.failed.value else None
         raise PipekitError(f"run {task_id} {info.status}{reason} "
-                           f"(pipekit runs show {task_id[:12]}; pipekit logs {task_id[:12]})")
+                           f"(pipekit logs {(failed or task_id)[:12]}; "
+                           f"pipekit runs show {task_id[:12]})")
     click.echo(f"run {task_id} completed: pipekit runs show {task_id[:12]}", err=True)
 
 
@@ -239,10 +245,8 @@ _STATUS_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "stopp
 
 def _print_view(view: dict[str, Any]) -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from rich.console import Console
     from rich.tree import Tree
 
-    console = Console()
     status = "controller lost" if view.get("controller_lost") else view["status"]
     head = (f"[bold]{view['name']}[/] {view['version'] or ''}  run {view['id']}  "
             f"[{_STATUS_STYLE.get(view['status'], '')}]{status}[/]")
@@ -256,10 +260,13 @@ def _print_view(view: dict[str, Any]) -> None:
         for key, value in view["parameters"].items():
             params.add(f"{key} = {value}")
     _add_steps(tree, view)
-    console.print(tree)
+    console().print(tree)
 
 
 def _add_steps(tree: Any, view: dict[str, Any]) -> None:
+    # lazy: `pipekit --help` and other commands load only what they use
+    from rich.text import Text
+
     steps = tree.add("steps")
     for node in view["nodes"]:
         style = _STATUS_STYLE.get(node["status"], "")
@@ -271,6 +278,10 @@ def _add_steps(tree: Any, view: dict[str, Any]) -> None:
         branch = steps.add(label)
         if node.get("reason") and node["status"] in ("failed", "stopped", "skipped"):
             branch.add(f"reason: {node['reason']}")
+        if node.get("log_tail"):
+            tail = branch.add(f"last log lines (pipekit logs {node['task'][:12]}):")
+            for line in node["log_tail"]:
+                tail.add(Text(line))
         for key, value in node["parameters"].items():
             branch.add(f"{key} = {value}")
         for output in node["outputs"]:
@@ -322,9 +333,15 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     path = Path(output)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    if not path.parent.is_dir():
+        raise PipekitError(f"cannot write {path}: no folder {path.parent}")
+    tmp = path.with_name(f".{path.name}.partial")  # (readers never see half a file)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PipekitError(f"cannot write {path}: {exc.strerror}") from exc
     click.echo(f"wrote {path}", err=True)
 
 

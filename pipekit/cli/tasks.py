@@ -108,7 +108,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise PipekitError(f"--param {pair!r} is not of the form Section/key=value")
+            raise PipekitError(f"--param {pair!r}: expected key=value or Section/key=value "
+                               "(e.g. --param lr=0.1, --param Args/lr=0.1)")
         out[key.strip()] = value
     return out
 

@@ -13,13 +13,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pipekit.store.migrate as migrate
 import pipekit.store.statements as sql
 import pipekit.store.tables as t
 
 from ..config import Settings, get_settings
-from ..errors import ForkedHandleError, LeaseLost, StoreTooNew
+from ..errors import ForkedHandleError, LeaseLost, StoreError, StoreTooNew
 from ..models import Lease
 from .blobs import BlobStore
 from .db import open_database, read_schema_version, write
@@ -47,21 +48,52 @@ class StoreBase:
         self._pid = os.getpid()
         self.location = self.settings.db_url
         sqlite_path = self.settings.sqlite_path
+        home = self.settings.home
+        if home.exists() and not home.is_dir():
+            raise StoreError(f"PIPEKIT_HOME={home} is a file, not a folder: point it at a "
+                             "folder (one that does not exist yet is created)")
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store's folder PIPEKIT_HOME={home}: "
+                             f"{exc.strerror}") from exc
+        #: the store's files cannot be written: it opens for reading, and writes are refused
+        self.read_only = sqlite_path is not None and sqlite_path.exists() and not (
+            os.access(sqlite_path, os.W_OK) and os.access(home, os.W_OK))
         if sqlite_path is not None:
             # Refuse a newer store before the first write-capable connection touches it.
-            found = read_schema_version(sqlite_path)
+            found = read_schema_version(sqlite_path, read_only=self.read_only)
             newest = migrate.newest_version()
             if found is not None and found > newest:
                 raise StoreTooNew(str(sqlite_path), found, newest)
-        self.db, self.dialect = open_database(self.settings)
+            if self.read_only and (found or 0) < newest:
+                raise StoreError(f"the store {sqlite_path} is read-only and needs an upgrade "
+                                 f"this pipekit cannot write (schema {found or 0}, this pipekit "
+                                 f"uses {newest}): open it once where it is writable")
+        self.db, self.dialect = open_database(self.settings, read_only=self.read_only)
         t.proxy.initialize(self.db)
         self.blobs = BlobStore(self.settings.artifacts_dir)
         self._projects: dict[str, int] = {}
-        if upgrade:
+        if upgrade and not self.read_only:
             self.upgrade()
             self.blobs.sweep_tmp()
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        """The store as its users know it: the SQLite file, or the database URL without its
+        password.
+        """
+        path = self.settings.sqlite_path
+        if path is not None:
+            return str(path)
+        parts = urlsplit(self.location)
+        if parts.password is None:
+            return self.location
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port
+                                                              else "")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def _check(self) -> None:
         if os.getpid() != self._pid:
@@ -75,6 +107,9 @@ class StoreBase:
         whole when the database reports contention; returns what ``fn`` returns.
         """
         self._check()
+        if self.read_only:
+            raise StoreError(f"the store {self.where} is read-only: this needs to write to it "
+                             "(ls, show, logs and export only read)")
         return write(self.db, fn, self.dialect)
 
     def upgrade(self) -> list[str]:

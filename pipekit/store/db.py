@@ -38,9 +38,13 @@ SQLITE_PRAGMAS = [
 WRITE_ATTEMPTS = 8
 
 
-def open_database(settings: Settings) -> tuple[peewee.Database, Dialect]:
+def open_database(settings: Settings, *, read_only: bool = False
+                  ) -> tuple[peewee.Database, Dialect]:
     """A peewee database for ``settings.db_url`` and its dialect; SQLite files are created
     mode 0600.
+
+    :param read_only: the SQLite file cannot be written (a read-only mount or permissions):
+        open it as immutable, for reading only (WAL needs to write even to read).
     """
     path = settings.sqlite_path
     if path is None:
@@ -55,6 +59,10 @@ def open_database(settings: Settings) -> tuple[peewee.Database, Dialect]:
             db = connect(settings.db_url)
         except Exception as exc:
             raise StoreError(f"cannot open database {settings.db_url!r}: {exc}") from exc
+        return db, dialect_for(db)
+    if read_only:
+        db = peewee.SqliteDatabase(f"file:{path}?{read_only_mode(path)}", uri=True,
+                                   pragmas=[("query_only", 1)], check_same_thread=False)
         return db, dialect_for(db)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
@@ -76,6 +84,12 @@ def write(db: peewee.Database, fn: Callable[[], T], dialect: Dialect) -> T:
             with dialect.atomic(db):
                 return fn()
         except peewee.OperationalError as exc:
+            if _disk_full(exc):
+                # (SQLite rolled the transaction back itself; the error peewee then raises,
+                # "cannot rollback - no transaction is active", would hide why)
+                raise StoreError(f"the disk is full: cannot write to the store "
+                                 f"{db.database} (nothing was written; free some space and "
+                                 "run the command again)") from exc
             if not dialect.is_retryable(exc) or attempt == WRITE_ATTEMPTS:
                 raise
             delay = min(0.5, 0.005 * 2 ** attempt) * (0.5 + random.random())
@@ -84,15 +98,43 @@ def write(db: peewee.Database, fn: Callable[[], T], dialect: Dialect) -> T:
     raise AssertionError("unreachable")
 
 
-def read_schema_version(path: Path) -> int | None:
+def read_only_mode(path: Path) -> str:
+    """How to open a SQLite store whose files cannot be written: ``mode=ro`` while its WAL
+    index (``-shm``) exists (SQLite reads the log through it), else ``immutable=1`` (a
+    store closed cleanly: everything is in the main file).
+
+    :raises StoreError: a write-ahead log with no index: it cannot be read without writing.
+    """
+    if Path(f"{path}-shm").exists():
+        return "mode=ro"
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise StoreError(f"the store {path} is read-only and its last writes are still in "
+                         f"{wal.name}, which cannot be read without writing: open it once "
+                         "where it is writable")
+    return "immutable=1"
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised while handling, is SQLite's SQLITE_FULL."""
+    while exc is not None:
+        if "database or disk is full" in str(exc):
+            return True
+        exc = exc.__context__
+    return False
+
+
+def read_schema_version(path: Path, *, read_only: bool = False) -> int | None:
     """The highest applied migration of an existing SQLite store, read without writing.
 
+    :param read_only: the file cannot be written (see :func:`open_database`).
     :returns: ``None`` when the file does not exist or holds no version table yet.
     """
     if not path.exists() or path.stat().st_size == 0:
         return None
+    mode = read_only_mode(path) if read_only else "mode=ro"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open store {path}: {exc}") from exc
     try:

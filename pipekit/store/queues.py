@@ -82,7 +82,7 @@ class QueueStore(AgentStore):
                 raise QueueNotFound(queue, [r.name for r in t.Queue.select(t.Queue.name)])
             row = t.Task.get_or_none(t.Task.id == task_id)
             if row is None:
-                raise TaskNotFound(task_id)
+                raise TaskNotFound(task_id, self.where)
             if Status(row.status) not in sources_of(Status.queued):
                 raise TaskStateError(task_id, row.status, "enqueue")
             now = time.time()

@@ -135,7 +135,7 @@ class RunStore(StoreBase):
         self._check()
         row = t.Run.get_or_none(t.Run.task == run_id)
         if row is None:
-            raise TaskNotFound(run_id)
+            raise TaskNotFound(run_id, self.where)
         return RunRecord(id=run_id, version=row.version, structure_hash=row.structure_hash,
                          origin=row.origin, dag=json.loads(row.dag), created=row.created,
                          owner=row.owner, heartbeat=row.heartbeat)

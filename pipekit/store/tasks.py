@@ -143,7 +143,7 @@ class TaskStore(StoreBase):
         self._check()
         row = self._sql(sql.SELECT_TASK, (task_id,)).fetchone()
         if row is None:
-            raise TaskNotFound(task_id)
+            raise TaskNotFound(task_id, self.where)
         return task_info(row)
 
     def find_tasks(self, *, project: str | None = None, name: str | None = None,
@@ -189,13 +189,13 @@ class TaskStore(StoreBase):
         if self._sql(sql.TASK_EXISTS, (prefix,)).fetchone() is not None:
             return prefix
         if not prefix or not all(c in "0123456789abcdef" for c in prefix):
-            raise TaskNotFound(prefix)
+            raise TaskNotFound(prefix, self.where)
         ids = [r.id for r in t.Task.select(t.Task.id).where(t.Task.id.startswith(prefix))
                .order_by(t.Task.id).limit(_PREFIX_SCAN)]
         if len(ids) == 1 and len(prefix) >= MIN_PREFIX:
             return ids[0]
         if not ids:
-            raise TaskNotFound(prefix)
+            raise TaskNotFound(prefix, self.where)
         # Sorted ids: the longest prefix two neighbours share, plus one, tells all apart.
         shared = max((len(os.path.commonprefix([a, b]))
                       for a, b in zip(ids, ids[1:], strict=False)), default=0)
@@ -224,7 +224,7 @@ class TaskStore(StoreBase):
             return t.Task.update(**values).where(t.Task.id == task_id).execute()
 
         if not self.write(update):
-            raise TaskNotFound(task_id)
+            raise TaskNotFound(task_id, self.where)
 
     def add_tags(self, task_id: str, tags: Iterable[str]) -> tuple[str, ...]:
         """Add tags to a task (those it has keep their place); returns all its tags.
@@ -234,7 +234,7 @@ class TaskStore(StoreBase):
         def update() -> tuple[str, ...]:
             row = t.Task.get_or_none(t.Task.id == task_id)
             if row is None:
-                raise TaskNotFound(task_id)
+                raise TaskNotFound(task_id, self.where)
             merged = list(dict.fromkeys([*json.loads(row.tags), *tags]))
             t.Task.update(tags=json.dumps(merged), last_update=time.time()).where(
                 t.Task.id == task_id).execute()
@@ -321,7 +321,7 @@ class TaskStore(StoreBase):
 
         def update() -> None:
             if self._sql(sql.TASK_EXISTS, (task_id,)).fetchone() is None:
-                raise TaskNotFound(task_id)
+                raise TaskNotFound(task_id, self.where)
             if replace:
                 t.Parameter.delete().where(t.Parameter.task == task_id).execute()
             self._put_params(task_id, params)

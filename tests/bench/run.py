@@ -81,7 +81,8 @@ def run_workload(name: str, *args: str) -> dict[str, Any]:
         home = Path(tmp) / "home"
         home.mkdir()
         out = Path(tmp) / "result.json"
-        env = dict(os.environ, PIPEKIT_HOME=str(home))
+        # (no live progress view: it draws on a terminal nobody looks at during a benchmark)
+        env = dict(os.environ, PIPEKIT_HOME=str(home), PIPEKIT_PROGRESS="0")
         env.pop("PIPEKIT_DB", None)
         cmd = [sys.executable, str(BENCH / "pipelines.py"), name, "--out", str(out),
                "--repeat", str(REPEAT), *args]

@@ -1,0 +1,77 @@
+"""Small things a new user hits (issue 12, item 10), each a clear one-liner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipekit import Task
+from pipekit.errors import ParameterError
+from pipekit.params import cast
+from pipekit.store import get_store
+
+PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pk(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ), cwd=ROOT)
+
+
+def test_an_unknown_task_names_the_store_that_was_searched() -> None:
+    proc = pk("tasks", "show", "nope")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"Error: unknown task 'nope' in the store "
+                                   f"{get_store().settings.sqlite_path}")
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns() -> None:
+    name = "a-task-with-a-rather-long-name-that-would-wrap-at-eighty-columns"
+    task = Task.create(project_name="a-long-project-name-too", task_name=name)
+    proc = pk("tasks", "ls")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if task.id[:12] in line]
+    assert name in row and "a-long-project-name-too" in row
+    assert max(len(line) for line in proc.stdout.splitlines()) > 80
+
+
+@pytest.mark.parametrize("pair", ["k", "=1", " =1"])
+def test_a_param_without_key_and_value_asks_for_them(pair: str) -> None:
+    proc = pk("run", "tests/cli_scripts/three_steps.py", "--param", pair)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"Error: --param {pair!r}: expected key=value or "
+                                   "Section/key=value (e.g. --param lr=0.1, --param "
+                                   "Args/lr=0.1)")
+    assert get_store().find_tasks() == []  # nothing was made
+
+
+@pytest.mark.parametrize(("text", "like", "message"), [
+    ("abc", 1, "parameter 'Args/k': cannot read 'abc' as int"),
+    ("3.5", 1, "parameter 'Args/k': cannot read '3.5' as int"),
+    ("abc", 1.0, "parameter 'Args/k': cannot read 'abc' as float"),
+    ("maybe", True, "parameter 'Args/k': cannot read 'maybe' as bool"),
+])
+def test_a_bad_number_says_which_type_it_is_not(text: str, like: object, message: str) -> None:
+    with pytest.raises(ParameterError) as raised:
+        cast(text, like=like, name="Args/k")
+    assert str(raised.value) == message
+    assert cast("3.0", like=1, name="Args/k") == 3
+
+
+def test_a_refused_param_of_a_rerun_leaves_no_run_behind(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(tmp_path))
+    assert pk("run", "tests/cli_scripts/three_steps.py").returncode == 0
+    before = {t.id for t in get_store().find_tasks()}
+    (run,) = get_store().list_runs()
+    proc = pk("rerun", run.id, "--param", "n=abc")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: parameter 'Args/n': cannot read 'abc' as int"
+    assert {t.id for t in get_store().find_tasks()} == before
+
