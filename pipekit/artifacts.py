@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from . import context, crash
-from .errors import SerializationError
+from .errors import ArtifactCorrupt, SerializationError
 from .hashing import digest_file
 from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef, check_name
 from .plugin_manager import Registration, Registry, has_impls, notify
@@ -160,6 +160,26 @@ def load_value(store: Store, ref: ObjectRef, name: str) -> Any:
         except Exception as exc:
             raise SerializationError(f"serializer {serializer.name!r} could not load artifact "
                                      f"{name!r}: {exc}", artifact=name) from exc
+
+
+def unverified(store: Store, task_id: str) -> str | None:
+    """Why task ``task_id``'s outputs cannot be used (an artifact's or model's object is
+    missing or changed: which one, and its digest), or ``None`` when every one verifies.
+
+    A cache hit and a resumed run's completed step are kept only when this says ``None``.
+    """
+    for kind, name, digest, inline in store.output_objects(task_id):
+        try:
+            if inline is not None:
+                verify_inline(inline, digest, name)
+            else:
+                store.blobs.verified_path(digest, name)
+        except ArtifactCorrupt as exc:
+            state = "is missing" if exc.actual is None else f"hashes to {exc.actual}"
+            where = " (stored inline)" if inline is not None else ""
+            return (f"{kind} {name!r} of task {task_id} does not verify: object "
+                    f"{digest}{where} {state}")
+    return None
 
 
 def object_path(store: Store, ref: ObjectRef, name: str) -> Path:

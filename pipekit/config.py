@@ -146,6 +146,11 @@ class Settings:
         return self.home / "cache"
 
     @property
+    def quarantine_dir(self) -> Path:
+        """Where ``pipekit db check --repair`` moves objects that fail verification."""
+        return self.home / "quarantine"
+
+    @property
     def sqlite_path(self) -> Path | None:
         """The database file when the store is SQLite, else ``None``."""
         if self.db_url.startswith("sqlite:///"):

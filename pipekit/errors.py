@@ -184,7 +184,8 @@ class ArtifactCorrupt(StoreError):
     """A stored object's content does not match its digest; it was not deserialized."""
 
     def __init__(self, artifact: str, digest: str, actual: str | None = None) -> None:
-        self.artifact, self.digest = artifact, digest
+        #: what the object's content hashes to now (``None``: the object is missing)
+        self.artifact, self.digest, self.actual = artifact, digest, actual
         detail = "is missing" if actual is None else f"hashes to {actual[:16]}…"
         super().__init__(
             f"artifact {artifact!r} is corrupt: object {digest[:16]}… {detail}; "

@@ -3,8 +3,9 @@
 For a node whose parents all succeeded, :meth:`Launcher.launch` does, in order::
 
     resolve references -> pre_execute callbacks and hooks (may veto or edit)
-    -> objects become artifacts -> cache key -> cache lookup -> create the step's task
-    (parameters, configuration, task overrides, tags)
+    -> objects become artifacts -> cache key -> cache lookup (a hit is served only while
+    its outputs verify) -> create the step's task (parameters, configuration, task
+    overrides, tags)
 
 and says what came of it (:class:`Launch`): a task to submit, a cached task standing in, a
 veto, or a failure with its reason (its traceback logged at DEBUG and kept in the step's log,
@@ -22,6 +23,7 @@ import attrs
 
 from . import caching, functions
 from . import params as P
+from .artifacts import unverified
 from .capture import open_log
 from .definition import TASK_OVERRIDE_KEYS
 from .errors import DefinitionError, PipekitError, PluginError
@@ -163,7 +165,11 @@ class Launcher:
             hit = None if node.cache_key is None or self.refresh else call_first(
                 "pipekit_cache_lookup", key=node.cache_key, node=node)
             if hit is not None:
-                return Launch(cached=hit)
+                bad = unverified(get_store(), hit)
+                if bad is None:
+                    return Launch(cached=hit)
+                log.warning("step %r: the cached result is not used, %s; the step runs "
+                            "again", node.name, bad)
         return Launch(task=self.create_task(node, resolved, created))
 
     # -- references ---------------------------------------------------------------------------

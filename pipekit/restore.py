@@ -4,9 +4,10 @@
 (:func:`pipekit.runs.resume`); the run loop asks :func:`plan` about every node the run
 recorded before, and then, per node:
 
-* **keep** — its task completed (or the cache served it) and every artifact of that task
-  still verifies: the node is done, nothing runs again, its children may start. A step whose
-  orphaned process committed after its controller died counts too.
+* **keep** — its task completed (or the cache served it) and every artifact and model of
+  that task still verifies (:func:`pipekit.artifacts.unverified`): the node is done, nothing
+  runs again, its children may start. A step whose orphaned process committed after its
+  controller died counts too.
 * **watch** — its task is still in flight under a live owner: an agent holding (or about to
   claim) it on a queue, or the step's own process, still alive on this host. The loop waits
   for that task (:class:`Watch`) instead of starting it again; if the process then dies
@@ -25,9 +26,9 @@ import attrs
 import psutil
 
 from . import context
-from .artifacts import open_verified
+from .artifacts import unverified
 from .config import lease_ttl
-from .errors import PipekitError, TaskNotFound
+from .errors import TaskNotFound
 from .executor import outcome_of, stop
 from .launch import StepJob
 from .models import NodeRecord, Outcome, Status, TaskInfo
@@ -35,7 +36,7 @@ from .nodes import Node, NodeStatus
 from .store import Store, get_store
 from .worker import kill_tree
 
-__all__ = ["LOST", "Restored", "Watch", "plan", "resume_node", "unverified"]
+__all__ = ["LOST", "Restored", "Watch", "plan", "resume_node"]
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +124,6 @@ def resume_node(node: Node, restored: Restored, run_id: str, *, parents_ok: bool
         get_store().set_node(run_id, node.name, restored.status, task=task_id,
                              ended=node.job_ended or time.time())
     return True
-
-
-def unverified(store: Store, task_id: str) -> str | None:
-    """Why task ``task_id``'s outputs cannot be kept (an artifact missing or changed), or
-    ``None`` when every one verifies.
-    """
-    for artifact in store.list_artifacts(task_id):
-        try:
-            with open_verified(store, artifact.ref, artifact.name):
-                pass
-        except PipekitError as exc:
-            return f"artifact {artifact.name!r} of task {task_id} does not verify ({exc})"
-    return None
 
 
 def _live_process(info: TaskInfo) -> int | None:

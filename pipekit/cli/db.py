@@ -1,4 +1,4 @@
-"""``pipekit db``: schema status and upgrades of the store."""
+"""``pipekit db``: schema status and upgrades of the store; verifying its objects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .render import emit_json, json_option
 
 @click.group("db")
 def db() -> None:
-    """Inspect and upgrade the store's schema."""
+    """Inspect and upgrade the store's schema; verify its objects."""
 
 
 @db.command("status")
@@ -41,6 +41,46 @@ def upgrade() -> None:
         click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
         click.echo(f"store {store.location} is up to date")
+
+
+@db.command("check")
+@click.option("--repair", is_flag=True,
+              help="Move each corrupt object file to PIPEKIT_HOME/quarantine/ (nothing that "
+                   "verifies is moved, nothing is deleted).")
+@json_option
+def check(repair: bool, as_json: bool) -> None:
+    """Verify every stored object against its digest.
+
+    Checks each object the store references (artifacts, models, function steps' pickles,
+    plot images) and every object file under artifacts/, and prints one line per bad one:
+    corrupt or missing, its digest, and what references it (task and artifact name). Exits
+    with status 1 if any is bad.
+
+    With --repair, corrupt files are moved to PIPEKIT_HOME/quarantine/<digest>; the
+    artifacts that used them then read as missing until the same content is written again
+    (a cached step whose output is gone runs again, which does that).
+    """
+    # lazy: `pipekit --help` and other commands load only what they use
+    from ..store import get_store
+    from ..store.check import check_objects
+
+    store = get_store()
+    report = check_objects(store, repair=repair)
+    if as_json:
+        emit_json({"objects": report.objects, "files": report.files,
+                   "problems": list(report.problems)})
+    else:
+        for problem in report.problems:
+            click.echo(problem.line())
+        moved = [p for p in report.problems if p.moved_to]
+        click.echo(f"checked {report.objects} object(s), {report.files} file(s) in "
+                   f"{store.blobs.root}: "
+                   + (f"{len(report.problems)} bad" if report.problems else "all verify"))
+        if moved:
+            click.echo(f"moved {len(moved)} corrupt object(s) to "
+                       f"{store.settings.quarantine_dir}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
 
 
 def register(cli: click.Group) -> None:

@@ -4,11 +4,17 @@ A value is written through a :class:`BlobSink`, which hashes as it goes and keep
 payloads in memory (they are stored inline in the database) or spills to a temp file that is
 fsynced and renamed into place, so a reader never sees a partial object and identical content
 is stored once. Reading verifies the digest before anything is deserialized.
+
+Objects heal: a write whose object already exists checks that file first (its size, then its
+digest) and, when it no longer holds the bytes its name promises, replaces it atomically with
+the good bytes just written. So after one flipped bit, the next write of the same content, by
+any task, under any name, repairs the object for every task that references it.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 import time
@@ -18,6 +24,8 @@ import attrs
 
 from ..errors import ArtifactCorrupt
 from ..hashing import digest_bytes, digest_file, hasher
+
+log = logging.getLogger(__name__)
 
 #: Serialized values up to this size live inline in the database row.
 INLINE_LIMIT = 32 * 1024
@@ -128,12 +136,18 @@ class BlobStore:
         return BlobSink(self, inline_limit)
 
     def adopt(self, tmp_path: str, digest: str) -> Path:
-        """Move a finished temp file to its content address (identical content: kept once)."""
+        """Move a finished temp file to its content address. Identical content is kept once:
+        an existing object that still verifies stays as it is, one that does not is replaced
+        (atomically, by ``rename``) with the temp file's good bytes.
+        """
         final = self.path(digest)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if final.exists():
-            os.unlink(tmp_path)
-            return final
+            if self.holds(digest, os.path.getsize(tmp_path)):
+                os.unlink(tmp_path)
+                return final
+            log.warning("object %s was corrupt or unreadable; replaced with the same "
+                        "content just written", digest)
         os.chmod(tmp_path, 0o600)
         os.replace(tmp_path, final)
         dir_fd = os.open(final.parent, os.O_RDONLY)
@@ -143,11 +157,25 @@ class BlobStore:
             os.close(dir_fd)
         return final
 
+    def holds(self, digest: str, size: int | None = None) -> bool:
+        """The object file of ``digest`` exists and hashes to it (``size``, when known, is
+        checked first: a file of another size cannot hold the object, whatever its bytes).
+        """
+        path = self.path(digest)
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            return digest_file(path) == digest
+        except OSError:  # missing, a folder, unreadable: not the object
+            return False
+
     def put_bytes(self, data: bytes) -> Path:
-        """Store ``data`` as a file (used to give an inline object a path on demand)."""
+        """Store ``data`` as a file (a function's pickle; an inline object given a path on
+        demand). An existing file is kept only while it still holds ``data``.
+        """
         digest = digest_bytes(data)
         final = self.path(digest)
-        if final.exists():
+        if final.exists() and self.holds(digest, len(data)):
             return final
         sink = self.sink(inline_limit=-1)
         sink.write(data)

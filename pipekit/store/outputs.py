@@ -84,6 +84,16 @@ class OutputStore(StoreBase):
                              metadata=json.loads(r.metadata), preview=r.preview,
                              created=r.created) for r in query]
 
+    def output_objects(self, task_id: str) -> list[tuple[str, str, str, bytes | None]]:
+        """``(kind, name, digest, inline bytes or None)`` of each of the task's artifacts
+        (kind ``artifact``) and models (``model``): what must verify before its outputs are
+        reused. One statement: a cache hit asks this.
+        """
+        self._check()
+        return [(kind, name, digest, bytes(inline) if inline is not None else None)
+                for kind, name, digest, inline in
+                self._sql(sql.SELECT_OUTPUT_OBJECTS, (task_id, task_id)).fetchall()]
+
     def add_model(self, task_id: str, name: str, ref: ObjectRef,
                   framework: str | None = None, lease: Lease | None = None) -> ModelInfo:
         """Record an output model (a new id each time) whose object is already stored.

@@ -61,6 +61,11 @@ SELECT_CACHED = ("SELECT id FROM task WHERE cache_key = ? AND status IN ('comple
 #: the objects a task's artifacts keep as files (inline ones live in their rows)
 SELECT_ARTIFACT_FILES = "SELECT digest FROM artifact WHERE task_id = ? AND inline IS NULL"
 
+#: ``(kind, name, digest, inline)`` of every object a task's artifacts and models point at
+SELECT_OUTPUT_OBJECTS = ("SELECT 'artifact', name, digest, inline FROM artifact WHERE task_id = ? "
+                         "UNION ALL SELECT 'model', name, digest, inline FROM model "
+                         "WHERE task_id = ?")
+
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
 #: ``(title, series, min, max, last)`` of a task's scalars; "last" is at the highest iteration
