@@ -35,6 +35,9 @@ OWNER_ENV = "PIPEKIT_RUN_OWNER"
 CRASH_ENV = "PIPEKIT_TEST_CRASH_AT"
 #: set for a local step's process: the pid of the controller that started it
 CONTROLLER_PID_ENV = "PIPEKIT_CONTROLLER_PID"
+#: set for a script task's process: the file its uncaught exception is described in, for the
+#: worker (:mod:`pipekit.script_main`)
+CAUSE_ENV = "PIPEKIT_CAUSE_FILE"
 DEFAULT_LEASE_TTL = 60.0
 DEFAULT_START_TIMEOUT = 300.0
 

@@ -2,9 +2,11 @@
 
 The worker owns the task's final status: it marks the task ``in_progress``, runs the child
 in its own session (so stopping it kills the whole process tree), pipes the child's
-stdout/stderr into the task log, and ends the task ``completed``, ``failed`` (exit code or
-signal) or ``stopped``, exactly once, through :func:`pipekit.finish.finish_task`. Also
-runnable as ``python -m pipekit.worker TASK``.
+stdout/stderr into the task log, and ends the task ``completed``, ``failed`` or ``stopped``,
+exactly once, through :func:`pipekit.finish.finish_task`. The child runs the script as
+``python SCRIPT`` would, through :mod:`pipekit.script_main`, which tells the worker the
+script's uncaught exception: a failure's reason is that exception (type, message, the
+user's line), else the exit code or signal. Also runnable as ``python -m pipekit.worker TASK``.
 
 :func:`run_job` and :func:`run_job_in_child` are what executor plugins run a job with, here
 or in a pool process, so no executor copies them.
@@ -26,6 +28,7 @@ import psutil
 from . import context
 from .capture import pump
 from .config import (
+    CAUSE_ENV,
     CONTROLLER_PID_ENV,
     DB_ENV,
     HOME_ENV,
@@ -39,6 +42,7 @@ from .executor import outcome_of, settle
 from .finish import finish_task
 from .functions import call
 from .models import Job, Lease, Outcome, Status, TaskInfo, TaskType
+from .script_main import command, new_cause_file, read_cause
 from .store import get_store
 
 __all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_job_in_child",
@@ -149,23 +153,30 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         child_env[LEASE_ENV] = context.lease_env(lease)
     if owner is not None:  # the script's controller drives the run as the owner we took
         child_env[OWNER_ENV] = owner
-    cmd = [sys.executable, path, *script.get("argv", [])]
-    proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=child_env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    assert proc.stdout is not None
-    if on_start is not None:
-        on_start(proc.pid)
-    copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo), daemon=True)
-    copier.start()
-    stopped = None
+    # The script runs as `python path argv` would run it, and writes why it died (an
+    # uncaught exception, a syntax error in it included) to the cause file.
+    cause_file = child_env[CAUSE_ENV] = new_cause_file()
     try:
-        returncode = proc.wait()
-    except KeyboardInterrupt:
-        stopped = "stopped by user (KeyboardInterrupt)"
-        kill_tree(proc.pid)
-        returncode = proc.wait()
-    copier.join(timeout=10)
+        proc = subprocess.Popen(command(path, script.get("argv", [])),
+                                cwd=script.get("working_dir") or None, env=child_env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc.pid)
+        copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo),
+                                  daemon=True)
+        copier.start()
+        stopped = None
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            stopped = "stopped by user (KeyboardInterrupt)"
+            kill_tree(proc.pid)
+            returncode = proc.wait()
+        copier.join(timeout=10)
+    finally:
+        cause = read_cause(cause_file)
     size = log_path.stat().st_size if log_path.exists() else None
     # A pipeline's controller that ended (or died) ends its run: no step is left running.
     run = info.type == TaskType.controller.value
@@ -176,10 +187,14 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         finish_task(info.id, Status.completed, log_size=size, lease=lease, run=run,
                     owner=owner)
     else:
+        why = describe_exit(returncode)
         recorded = store.get_task(info.id).status_reason  # the script's own why
-        reason = describe_exit(returncode)
-        finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
-                    log_size=size, lease=lease, run=run, owner=owner)
+        if cause:  # its uncaught exception, which exits 1
+            reason = cause if returncode == 1 else f"{cause} ({why})"
+        else:
+            reason = f"{recorded} ({why})" if recorded else why
+        finish_task(info.id, Status.failed, reason, log_size=size, lease=lease, run=run,
+                    owner=owner)
     return store.get_task(info.id)
 
 
