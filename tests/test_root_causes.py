@@ -1,6 +1,7 @@
 """RELIABILITY 28 under ``pipekit run``: a script's own error is the run's reason and the CLI's
 one error line (exception type, message, and where: ``file, line N`` for a syntax error, the
-user's ``file:line`` for anything else), never just "exit code 1".
+user's ``file:line`` for anything else), never just "exit code 1"; a script that starts no
+pipeline fails; a script that crashes after its pipeline completed exits non-zero.
 
 Every test runs the installed ``pipekit`` console script on a small script written to the
 test's folder, against the test's own store (``PIPEKIT_HOME`` from conftest).
@@ -158,6 +159,50 @@ def test_a_bad_max_workers_setting_names_the_users_line(tmp_path: Path) -> None:
 def test_an_error_with_a_multi_line_message_stays_one_line(tmp_path: Path) -> None:
     script = write(tmp_path, "raise ValueError('first\\nsecond')\n")
     assert_cause(script, "ValueError: first second (pipe.py:1)")
+
+
+# -- exit codes (issue 12, item 4) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", [
+    "print('hello')\n",
+    "from pipekit import Task\n\ntask = Task.init(project_name='p', task_name='plain')\n"
+    "task.get_logger().report_scalar('loss', 'train', 0.5, iteration=0)\n",
+], ids=["plain", "task-init"])
+def test_a_script_that_starts_no_pipeline_fails(tmp_path: Path, source: str) -> None:
+    script = write(tmp_path, source)
+    proc, run_id = pk_run(script)
+    line = the_error(proc)
+    assert line.startswith(f"Error: run {run_id} failed: the script pipe.py started no "
+                           "pipeline"), line
+    info = get_store().get_task(run_id)
+    assert info.status == Status.failed.value
+    assert info.status_reason.startswith("the script pipe.py started no pipeline")
+
+
+def test_a_crash_after_the_pipeline_completed_exits_1(tmp_path: Path) -> None:
+    """The run stays ``completed`` (its steps ran and their results stand: the pipeline did
+    complete); its reason and the error line say the script failed afterwards."""
+    script = write(tmp_path, pipeline(after="    raise RuntimeError('report failed')\n"))
+    line = line_of(script, "report failed")
+    proc, run_id = pk_run(script)
+    error = the_error(proc)
+    cause = f"RuntimeError: report failed (pipe.py:{line})"
+    assert error.startswith(f"Error: run {run_id} completed, then the script failed: {cause} ("), \
+        error
+    info = get_store().get_task(run_id)
+    assert (info.status, info.status_reason) == (
+        Status.completed.value, f"then the script failed: {cause}")
+    steps = {n.name: n.status for n in get_store().list_nodes(run_id)}
+    assert steps == {"one": "completed", "two": "completed"}
+
+
+def test_an_exit_code_after_the_pipeline_completed_exits_1(tmp_path: Path) -> None:
+    script = write(tmp_path, pipeline(after="    import sys\n    sys.exit(3)\n"))
+    proc, run_id = pk_run(script)
+    error = the_error(proc)
+    assert error.startswith(f"Error: run {run_id} completed, then the script failed: "
+                            "exit code 3 ("), error
 
 
 # -- what the script sees is what `python SCRIPT` gives it --------------------------------------
