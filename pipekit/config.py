@@ -49,6 +49,9 @@ CONTROLLER_PID_ENV = "PIPEKIT_CONTROLLER_PID"
 #: the config file's path (default: ``config.toml`` in the user's config folder)
 CONFIG_ENV = "PIPEKIT_CONFIG"
 MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
+#: set for a script task's process: the file its uncaught exception is described in, for the
+#: worker (:mod:`pipekit.script_main`)
+CAUSE_ENV = "PIPEKIT_CAUSE_FILE"
 DEFAULT_LEASE_TTL = 60.0
 DEFAULT_START_TIMEOUT = 300.0
 

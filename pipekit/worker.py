@@ -2,8 +2,13 @@
 
 The worker owns the task's final status: it marks the task ``in_progress``, runs the child
 in its own session (so stopping it kills the whole process tree), pipes the child's
-stdout/stderr into the task log, and ends the task ``completed``, ``failed`` (exit code or
-signal) or ``stopped``, exactly once, through :func:`pipekit.finish.finish_task`. Also
+stdout/stderr into the task log, and ends the task ``completed``, ``failed`` or ``stopped``,
+exactly once, through :func:`pipekit.finish.finish_task`. The child runs the script as
+``python SCRIPT`` would, through :mod:`pipekit.script_main`, which tells the worker the
+script's uncaught exception: a failure's reason is that exception (type, message, the
+user's line), else the exit code or signal. A pipeline's controller task whose script
+exits 0 without having started its pipeline fails; one whose script fails after its
+pipeline completed stays ``completed``, with :data:`LATE_FAILURE` as its reason. Also
 runnable as ``python -m pipekit.worker TASK``.
 
 :func:`run_job` and :func:`run_job_in_child` are what executor plugins run a job with, here
@@ -26,6 +31,7 @@ import psutil
 from . import context
 from .capture import pump
 from .config import (
+    CAUSE_ENV,
     CONTROLLER_PID_ENV,
     DB_ENV,
     HOME_ENV,
@@ -34,21 +40,32 @@ from .config import (
     TASK_ENV,
     configure,
 )
-from .errors import PipekitError, TaskStateError
+from .errors import PipekitError, TaskNotFound, TaskStateError
 from .executor import outcome_of, settle
 from .finish import finish_task
 from .functions import call
 from .models import Job, Lease, Outcome, Status, TaskInfo, TaskType
-from .store import get_store
+from .redact import redact
+from .script_main import command, new_cause_file, read_cause
+from .store import Store, get_store
 
-__all__ = ["describe_exit", "finish_task", "kill_tree", "main", "run_job", "run_job_in_child",
-           "run_task"]
+__all__ = ["LATE_FAILURE", "describe_end", "describe_exit", "finish_task", "kill_tree", "main",
+           "run_job", "run_job_in_child", "run_task", "succeeded"]
 
 
 #: Why a task with no script (``Task.create()`` without ``script=``) cannot run.
 NO_SCRIPT = ("no script to run: the task was made by Task.create() without script= (a draft "
              "that holds parameters, metrics and artifacts); create or clone a task with a "
              "script to run")
+
+#: Why a controller task whose script ran to its end without a pipeline failed.
+NO_PIPELINE = ("the script {name} started no pipeline: it ended without running a "
+               "PipelineController or a @PipelineDecorator.pipeline (run a script that is "
+               "not a pipeline with python {name})")
+
+#: How the reason of a task that completed, and whose script failed after that, begins: the
+#: task keeps ``completed`` (its results stand), the reason tells the rest.
+LATE_FAILURE = "then the script failed: "
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -149,38 +166,89 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
         child_env[LEASE_ENV] = context.lease_env(lease)
     if owner is not None:  # the script's controller drives the run as the owner we took
         child_env[OWNER_ENV] = owner
-    cmd = [sys.executable, path, *script.get("argv", [])]
-    proc = subprocess.Popen(cmd, cwd=script.get("working_dir") or None, env=child_env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    assert proc.stdout is not None
-    if on_start is not None:
-        on_start(proc.pid)
-    copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo), daemon=True)
-    copier.start()
-    stopped = None
+    # The script runs as `python path argv` would run it, and writes why it died (an
+    # uncaught exception, a syntax error in it included) to the cause file.
+    cause_file = child_env[CAUSE_ENV] = new_cause_file()
     try:
-        returncode = proc.wait()
-    except KeyboardInterrupt:
-        stopped = "stopped by user (KeyboardInterrupt)"
-        kill_tree(proc.pid)
-        returncode = proc.wait()
-    copier.join(timeout=10)
+        proc = subprocess.Popen(command(path, script.get("argv", [])),
+                                cwd=script.get("working_dir") or None, env=child_env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc.pid)
+        copier = threading.Thread(target=pump, args=(proc.stdout, log_path, echo),
+                                  daemon=True)
+        copier.start()
+        stopped = None
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            stopped = "stopped by user (KeyboardInterrupt)"
+            kill_tree(proc.pid)
+            returncode = proc.wait()
+        copier.join(timeout=10)
+    finally:
+        cause = read_cause(cause_file)
     size = log_path.stat().st_size if log_path.exists() else None
     # A pipeline's controller that ended (or died) ends its run: no step is left running.
     run = info.type == TaskType.controller.value
     if stopped:
         finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease, run=run,
                     owner=owner)
+    elif returncode == 0 and run and not _has_run(store, info.id):
+        finish_task(info.id, Status.failed, NO_PIPELINE.format(name=os.path.basename(path)),
+                    log_size=size, lease=lease, run=run, owner=owner)
     elif returncode == 0:
         finish_task(info.id, Status.completed, log_size=size, lease=lease, run=run,
                     owner=owner)
     else:
+        why = describe_exit(returncode)
         recorded = store.get_task(info.id).status_reason  # the script's own why
-        reason = describe_exit(returncode)
-        finish_task(info.id, Status.failed, f"{recorded} ({reason})" if recorded else reason,
-                    log_size=size, lease=lease, run=run, owner=owner)
+        if cause:  # its uncaught exception, which exits 1
+            reason = cause if returncode == 1 else f"{cause} ({why})"
+        else:
+            reason = f"{recorded} ({why})" if recorded else why
+        if not finish_task(info.id, Status.failed, reason, log_size=size, lease=lease,
+                           run=run, owner=owner):
+            _failed_late(store, info.id, cause or why, lease)
     return store.get_task(info.id)
+
+
+def _has_run(store: Store, task_id: str) -> bool:
+    """Whether controller task ``task_id`` has started a pipeline (it has a run record)."""
+    try:
+        store.get_run(task_id)
+    except TaskNotFound:
+        return False
+    return True
+
+
+def _failed_late(store: Store, task_id: str, cause: str, lease: Lease | None) -> None:
+    """The script failed after its task had completed (its pipeline ended the run): the task
+    stays ``completed``, and its reason says what happened after (see :func:`succeeded`).
+    """
+    info = store.get_task(task_id)
+    if info.status != Status.completed.value:
+        return  # failed or stopped already, for a reason of its own
+    if lease is not None and store.lease_of(task_id)[0] != lease:
+        return  # another attempt's result
+    store.update_task(task_id, status_reason=redact(LATE_FAILURE + cause))
+
+
+def succeeded(info: TaskInfo) -> bool:
+    """Whether a task ended well: ``completed``, and its script did not fail after that."""
+    return info.status == Status.completed.value and \
+        not info.status_reason.startswith(LATE_FAILURE)
+
+
+def describe_end(info: TaskInfo) -> str:
+    """How a task ended, for a message: ``failed: why``, ``completed, then the script
+    failed: why``, or its status alone.
+    """
+    if info.status == Status.completed.value and not succeeded(info):
+        return f"{info.status}, {info.status_reason}"
+    return f"{info.status}: {info.status_reason}" if info.status_reason else info.status
 
 
 def run_job(job: Job, on_start: Callable[[int], None] | None = None) -> Outcome:
@@ -244,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipekitError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    if info.status != Status.completed.value and not quiet:
-        print(f"task {info.id} {info.status}: {info.status_reason}", file=sys.stderr)
-    return 0 if info.status == Status.completed.value else 1
+    if not succeeded(info) and not quiet:
+        print(f"task {info.id} {describe_end(info)}", file=sys.stderr)
+    return 0 if succeeded(info) else 1
 
 
 def _execute(task: str, quiet: bool) -> TaskInfo:

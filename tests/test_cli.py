@@ -347,7 +347,7 @@ def test_a_path_like_artifact_name_fails_the_task_with_one_error_line(tmp_path, 
     proc = pk("tasks", "run", task.id, "--quiet")
     line = assert_one_line_error(proc, task.id, "failed", "InvalidName",
                                  "invalid artifact name '../x'")
-    assert line.endswith("(exit code 1)")
+    assert line.endswith("(script.py:4)")  # the script's line, not pipekit's
     assert task.get_status() == "failed"
     assert "invalid artifact name '../x'" in task.data.status_reason
     assert "Traceback" in task.get_log()  # the task's own log keeps the details

@@ -909,7 +909,7 @@ def test_worker_records_a_child_exception_once_with_its_traceback(tmp_path):
     task = _worker_run(tmp_path, init_script("raise RuntimeError('child broke')\n"))
     info = task.data
     assert info.status == "failed"
-    assert info.status_reason == "RuntimeError: child broke (exit code 1)"
+    assert info.status_reason == "RuntimeError: child broke (script.py:5)"  # where it raised
     log = task.get_log()
     assert log.count("Traceback (most recent call last)") == 1
     assert "RuntimeError: child broke" in log

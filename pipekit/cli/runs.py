@@ -12,8 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import PipekitError
-from ..models import Status
+from ..errors import PipekitError, TaskNotFound
 from .options import listing_options
 from .render import console, emit_json, json_option, listing, when
 from .tasks import parse_params
@@ -59,6 +58,7 @@ def _drive(task_id: str, go: Callable[..., Any], echo: bool, local_agents: bool,
     from ..alias import clearml_env
     from ..progress import watch
     from ..store import get_store
+    from ..worker import describe_end, succeeded
 
     pid: list[int] = []
     result: list[Any] = []
@@ -96,15 +96,19 @@ def _drive(task_id: str, go: Callable[..., Any], echo: bool, local_agents: bool,
         raise errors[0]
     store = get_store()
     info = store.get_task(task_id)
-    if info.status != Status.completed.value:
-        reason = f": {info.status_reason}" if info.status_reason else ""
+    if not succeeded(info):
+        short = task_id[:12]
+        try:
+            store.get_run(task_id)
+            look = f"pipekit runs show {short}"
+        except TaskNotFound:  # the script died (or ended) before its pipeline started
+            look = f"pipekit tasks show {short}"
         # The log to read is the failed step's, when a step failed; else the script's.
         failed = next((n.task for n in store.list_nodes(task_id)
-                       if n.status == Status.failed.value and n.task), None) \
-            if info.status == Status.failed.value else None
-        raise PipekitError(f"run {task_id} {info.status}{reason} "
-                           f"(pipekit logs {(failed or task_id)[:12]}; "
-                           f"pipekit runs show {task_id[:12]})")
+                       if n.status == "failed" and n.task), None) \
+            if info.status == "failed" else None
+        raise PipekitError(f"run {task_id} {describe_end(info)} "
+                           f"(pipekit logs {(failed or task_id)[:12]}; {look})")
     click.echo(f"run {task_id} completed: pipekit runs show {task_id[:12]}", err=True)
 
 
@@ -129,7 +133,8 @@ def run(script: str, script_args: tuple[str, ...], params: tuple[str, ...], proj
     the --param values as its parameters. Steps the script sends to queues that no agent
     serves are run by agents started here for the run's duration. Unless clearml is
     installed, the script's `import clearml` gets pipekit, so ClearML scripts run unedited.
-    Exits 1 unless the run completes.
+    Exits 1 unless the run completes and the script exits 0; a script that starts no
+    pipeline fails. The error line gives the script's own error (type, message, its line).
     """
     # lazy: `pipekit --help` and other commands load only what they use
     from ..runs import launch_script

@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..errors import PipekitError
-from ..models import Status
 from .options import listing_options
 from .render import emit_json, json_option, listing, table, when
 
@@ -157,11 +156,11 @@ def enqueue(task_id: str, queue: str) -> None:
 def run(task_id: str, quiet: bool) -> None:
     """Execute a draft task here, as a subprocess, with its output captured in its log."""
     # lazy: `pipekit --help` and other commands load only what they use
-    from ..worker import run_task
+    from ..worker import describe_end, run_task, succeeded
 
     info = run_task(task_id, echo=None if quiet else sys.stdout.buffer)
-    if info.status != Status.completed.value:
-        raise PipekitError(f"task {info.id} {info.status}: {info.status_reason}")
+    if not succeeded(info):
+        raise PipekitError(f"task {info.id} {describe_end(info)}")
     click.echo(f"task {info.id} completed", err=True)
 
 
