@@ -284,3 +284,34 @@ def test_every_marking_is_known() -> None:
             f"{block.where}: an excerpt is checked against its example, not run")
     assert len(RUNNABLE) >= 35, "fewer runnable blocks than the docs had"
 
+
+# -- the shell lines of the docs ----------------------------------------------------------------
+
+
+def shout(word):
+    print(word.upper())
+    return word
+
+
+def test_a_reader_that_stops_early_is_not_an_error(pipekit_home: Path) -> None:
+    """``pipekit export RUN | head -1`` (docs/runs.md): when the reader has gone, the command
+    ends quietly with 141, as one killed by SIGPIPE would: no ``Error: BrokenPipeError``."""
+    from pipekit import PipelineController
+
+    pipe = PipelineController(name="piped", project="examples")
+    pipe.add_function_step("one", shout, {"word": "hello"}, ["word"])
+    pipe.start_locally(run_pipeline_steps_locally=True, executor="inline")
+    step = pipe.get_pipeline_dag()["one"].executed
+    cli = str(Path(sys.executable).parent / "pipekit")
+    commands = [["export", pipe.id], ["export", pipe.id, "--format", "dot"], ["runs", "ls"],
+                ["runs", "show", pipe.id], ["tasks", "ls", "--json"], ["logs", step]]
+    procs = []
+    for command in commands:
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before anything is written
+        procs.append(subprocess.Popen([cli, *command], stdout=write, stderr=subprocess.PIPE,
+                                      text=True))
+        os.close(write)
+    for command, proc in zip(commands, procs, strict=True):
+        _, err = proc.communicate(timeout=120)
+        assert (proc.returncode, err) == (141, ""), f"pipekit {' '.join(command)}: {err}"
