@@ -56,11 +56,13 @@ print(f"time limit: run ended after {time.monotonic() - began:.1f} s; step {node
 
 # Remote mode: the controller runs here, the steps go to their queue, and an agent runs them.
 pipekit_cli = os.path.join(os.path.dirname(sys.executable), "pipekit")
-agent = subprocess.Popen([pipekit_cli, "agent", "--queue", "default", "--exit-when-idle", "2"],
-                         stderr=subprocess.DEVNULL)
-pipe = build("modes-remote")
-pipe.set_default_execution_queue("default")
-pipe.start_locally()
-both = Task.get_task(task_id=pipe.get_pipeline_dag()["both"].executed)
-print(f"remote     steps run by agent pid {agent.pid}: {both.artifacts['out'].get()}")
-agent.wait()
+agent = subprocess.Popen([pipekit_cli, "agent", "--queue", "default"], stderr=subprocess.DEVNULL)
+try:
+    pipe = build("modes-remote")
+    pipe.set_default_execution_queue("default")
+    pipe.start_locally()
+    both = Task.get_task(task_id=pipe.get_pipeline_dag()["both"].executed)
+    print(f"remote     steps run by agent pid {agent.pid}: {both.artifacts['out'].get()}")
+finally:
+    agent.terminate()  # a graceful stop: it has nothing left to run
+    agent.wait()

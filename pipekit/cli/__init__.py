@@ -8,6 +8,8 @@ Plugins add commands through the ``pipekit_register_commands`` hook.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -22,6 +24,12 @@ class PipekitGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # Whoever read stdout stopped (`pipekit runs ls | head -1`): not an error. End as
+            # a program killed by SIGPIPE would, quietly (Python's docs, "Note on SIGPIPE"):
+            # stdout now goes to /dev/null, so flushing it at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise

@@ -54,7 +54,13 @@ def console() -> Any:
     # lazy: `pipekit --help` and other commands load only what they use
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=100_000)
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader of stdout left: the CLI ends quietly (cli.PipekitGroup)."""
+            self.quiet = True
+            raise BrokenPipeError
+
+    return PipedConsole() if sys.stdout.isatty() else PipedConsole(width=100_000)
 
 
 def listing(items: Sequence[Any], as_json: bool, title: str, columns: Sequence[str],
