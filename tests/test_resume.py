@@ -283,6 +283,8 @@ def test_a_remote_run_resumes_and_keeps_the_step_an_agent_finished(
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", "6")
     monkeypatch.setenv("PIPEKIT_TEST_GATE", "second")  # (for the agent's steps)
     agents("--queue", "steps", "--create-queue", "--workers", "2")
+    wait_until(lambda: any(q.name == "steps" and q.agents for q in get_store().list_queues()),
+               30, "the agent to serve its queue")
     run = crashed(start("--remote", env={"PIPEKIT_TEST_CRASH_AT": "step-started:second"}))
     # The agent runs "second" on: the run's controller is gone, not its steps.
     wait_until(lambda: (marks / "second.started").exists(), 30, "the agent to run second")
@@ -325,6 +327,9 @@ def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
     store = get_store()
     agents("--queue", "steps", "--create-queue", "--workers", "2")
     first_agent = agents("--queue", "services", "--create-queue")
+    wait_until(lambda: {q.name for q in store.list_queues() if q.agents} >= {"steps",
+                                                                               "services"},
+               30, "the agents to serve their queues")
     enqueued = subprocess.run([sys.executable, str(SCRIPT), "--enqueue"], capture_output=True,
                               text=True, timeout=60, env=dict(os.environ))
     assert enqueued.returncode == 0, enqueued.stdout + enqueued.stderr
