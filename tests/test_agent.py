@@ -144,8 +144,10 @@ def test_a_stale_attempt_is_fenced_out(tmp_path, agents):
     task_id = function_task(attempt_and_result, "fenced", marker_dir=str(tmp_path))
     Task.enqueue(task_id, "default")
     frozen = agents("--queue", "default")
-    wait_until(lambda: (tmp_path / "started-1").exists(), 60, "attempt 1 to start")
-    stale_worker = int((tmp_path / "started-1").read_text())
+    # (the file exists a moment before its pid is written in it)
+    stale_worker = int(wait_until(lambda: (tmp_path / "started-1").exists()
+                                  and (tmp_path / "started-1").read_text().strip(), 60,
+                                  "attempt 1 to start"))
     frozen.send_signal(signal.SIGSTOP)  # no more heartbeats; its step waits at its gate
     agents("--queue", "default")
     wait_until(lambda: (tmp_path / "started-2").exists(), 60, "attempt 2 to start")
