@@ -315,13 +315,15 @@ class Task:
         return cls(info.id)
 
     @classmethod
-    def enqueue(cls, task: Task | str, queue_name: str | None = None,
+    def enqueue(cls, task: Task | TaskInfo | str, queue_name: str | None = None,
                 queue_id: str | None = None) -> dict[str, str]:
-        """Put a task on a queue for an agent to run; it becomes ``queued``.
+        """Put a task (a :class:`Task`, a record or an id) on a queue; it becomes ``queued``.
 
         :raises QueueNotFound: no queue of that name (the message lists the known queues).
         """
-        task_id = task.id if isinstance(task, Task) else task
+        task_id = task.id if isinstance(task, (Task, TaskInfo)) else task
+        if not isinstance(task_id, str):
+            raise TaskNotFound(repr(task))
         queue = queue_name or queue_id or "default"
         store = get_store()
         task_id = store.resolve_task_id(task_id)
@@ -589,9 +591,7 @@ class Task:
 
 
 def _path_if_named(value: Any) -> Any:
-    """ClearML's reading of a string given where a file may go: one naming an existing file
-    or folder is that path; any other value is itself.
-    """
+    """ClearML's reading of a string where a file may go: an existing file or folder's path."""
     if isinstance(value, str) and 0 < len(value) < 2048 and "\0" not in value \
             and os.path.exists(value):
         return Path(value)

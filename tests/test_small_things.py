@@ -75,3 +75,12 @@ def test_a_refused_param_of_a_rerun_leaves_no_run_behind(tmp_path: Path,
     assert proc.stderr.strip() == "Error: parameter 'Args/n': cannot read 'abc' as int"
     assert {t.id for t in get_store().find_tasks()} == before
 
+
+
+def test_task_enqueue_takes_the_record_clone_run_returns() -> None:
+    from pipekit.errors import TaskNotFound
+
+    draft = Task.create(project_name="small", task_name="draft")
+    assert Task.enqueue(get_store().get_task(draft.id), "default")["status"] == "queued"
+    with pytest.raises(TaskNotFound):
+        Task.enqueue(42, "default")  # type: ignore[arg-type]
