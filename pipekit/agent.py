@@ -292,6 +292,13 @@ class LocalAgents:
                  env: Mapping[str, str] | None = None) -> None:
         self.run_id, self.poll, self.workers = run_id, poll, workers
         self.env = dict(os.environ, **(env or {}))
+        # A step function imported from a module beside the script is pickled by reference:
+        # the agents' steps must find it as the script did (its folder first on sys.path).
+        script = get_store().get_task(run_id).script.get("path")
+        if script:
+            folder = os.path.dirname(os.path.abspath(script))
+            paths = [folder, *filter(None, self.env.get("PYTHONPATH", "").split(os.pathsep))]
+            self.env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.started: dict[str, subprocess.Popen[bytes]] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pipekit-local-agents",

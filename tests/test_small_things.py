@@ -84,3 +84,24 @@ def test_task_enqueue_takes_the_record_clone_run_returns() -> None:
     assert Task.enqueue(get_store().get_task(draft.id), "default")["status"] == "queued"
     with pytest.raises(TaskNotFound):
         Task.enqueue(42, "default")  # type: ignore[arg-type]
+
+
+def test_local_agents_find_a_step_module_next_to_the_script(tmp_path: Path) -> None:
+    """``pipekit run scripts/pipe.py`` from the folder above: the agents it starts import the
+    step function from ``scripts/steps.py`` as the script did."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "steps.py").write_text("def double(x):\n    return 2 * x\n")
+    (scripts / "pipe.py").write_text(
+        "from steps import double\n"
+        "from pipekit import PipelineController\n"
+        "pipe = PipelineController(name='beside', project='small', version='1.0.0')\n"
+        "pipe.set_default_execution_queue('default')\n"
+        "pipe.add_function_step('double', double, {'x': 21}, ['y'])\n"
+        "pipe.start_locally()\n")
+    proc = subprocess.run([PIPEKIT, "run", "scripts/pipe.py"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = get_store().list_runs()
+    (step,) = get_store().find_tasks(parent=run.id)
+    assert Task(step.id).artifacts["y"].get() == 42
