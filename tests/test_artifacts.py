@@ -569,8 +569,8 @@ def test_property_exports_never_write_outside_their_target(task, store, tmp_path
     reading it back writes only inside its own local-copy folder, or refuses."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for climb, name in members:
-            zf.writestr(f"{climb}{name}"[:200] or "x", b"data")
+        for member in dict.fromkeys(f"{climb}{name}"[:200] or "x" for climb, name in members):
+            zf.writestr(member, b"data")
     sink = store.blobs.sink(inline_limit=-1)
     sink.write(buf.getvalue())
     written = sink.commit()
