@@ -118,7 +118,12 @@ def owner_alive(run: RunRecord) -> bool:
         return False
     where = context.owner_process(run.owner)
     if where is not None and where[0] == socket.gethostname():
-        return psutil.pid_exists(where[1])
+        try:  # (one that exited but was not waited for yet, a zombie, is gone too)
+            return psutil.Process(where[1]).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:  # another user's: it exists
+            return True
     return True
 
 
