@@ -118,7 +118,12 @@ def owner_alive(run: RunRecord) -> bool:
         return False
     where = context.owner_process(run.owner)
     if where is not None and where[0] == socket.gethostname():
-        return psutil.pid_exists(where[1])
+        try:  # (one that exited but was not waited for yet, a zombie, is gone too)
+            return psutil.Process(where[1]).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:  # another user's: it exists
+            return True
     return True
 
 
@@ -170,10 +175,9 @@ def open_run(spec: PipelineSpec, dag: Dag, *, structure: str | None,
     # A pipeline started inside a step is nested in it and never takes over the task this
     # process was launched for (a step's process inherits its controller's PIPEKIT_TASK_ID).
     adopted = _adoptable(store) if caller is None else None
-    # A task whose run has been driven (it has an owner; a rerun's draft has none) is that
-    # run resumed: this process must own it first.
-    resumed = adopted is not None and _has_run(store, adopted.id) \
-        and store.get_run(adopted.id).owner is not None
+    # A task whose run a controller has driven is that run resumed: this process must own
+    # it first. (A draft run, the clone ``pipekit rerun`` executes, has never had an owner.)
+    resumed = adopted is not None and _driven(store, adopted.id)
     # Before anything is written: a version that cannot be chosen leaves nothing behind.
     if resumed:
         assert adopted is not None
@@ -390,6 +394,14 @@ def _has_run(store: Store, task_id: str) -> bool:
     try:
         store.get_run(task_id)
         return True
+    except PipekitError:
+        return False
+
+
+def _driven(store: Store, task_id: str) -> bool:
+    """Whether task ``task_id`` has a run that some controller has owned."""
+    try:
+        return store.get_run(task_id).owner is not None
     except PipekitError:
         return False
 

@@ -58,8 +58,13 @@ _FINAL = "('completed', 'failed', 'stopped', 'published')"
 
 
 def _check_cascade_invariant(home: Path) -> None:
-    """RELIABILITY 12, after every test: a terminal run has no non-terminal step."""
+    """RELIABILITY 12, after every test: a terminal run has no non-terminal step; and an
+    ``in_progress`` step has a live owner: a lease that has not expired, a live process of
+    its own on this host, or its run's controller alive on this host (the controller's lease
+    covers its local steps while it lives).
+    """
     import sqlite3
+    import time
 
     db = home / "pipekit.db"
     if not db.exists():
@@ -77,10 +82,48 @@ def _check_cascade_invariant(home: Path) -> None:
             f"SELECT n.name, n.status, r.task_id FROM node n JOIN run r ON n.run_id = r.task_id "
             f"JOIN task p ON p.id = r.task_id WHERE p.status IN {_FINAL} "
             f"AND n.status IN ('pending', 'in_progress')").fetchall()
+        # (a store of an older schema, from a migration test, has no run owner yet)
+        owner = ("r.owner" if "owner" in {c[1] for c in conn.execute("PRAGMA table_info(run)")}
+                 else "NULL")
+        running = conn.execute(
+            f"SELECT c.id, c.name, c.worker, e.worker, e.lease_expires, p.id, {owner} "
+            "FROM task c JOIN task p ON c.parent = p.id "
+            "LEFT JOIN queue_entry e ON e.task_id = c.id LEFT JOIN run r ON r.task_id = p.id "
+            "WHERE p.type = 'controller' AND c.status = 'in_progress'").fetchall()
     finally:
         conn.close()
     assert not open_tasks, f"terminal runs with non-terminal step tasks: {open_tasks}"
     assert not open_nodes, f"terminal runs with non-terminal nodes: {open_nodes}"
+    now = time.time()
+    unowned = [
+        f"step {name!r} ({task_id}) of run {run_id}: worker {worker}, lease "
+        f"{leased}{'' if expires is None else f' expired {now - expires:.1f} s ago'}, "
+        f"controller {owner}"
+        for task_id, name, worker, leased, expires, run_id, owner in running
+        # (a claim made without a lease never expires: Store.claim(lease=None))
+        if not (leased is not None and (expires is None or expires > now))
+        and not _alive_here(worker) and not _alive_here(owner)]
+    assert not unowned, ("in_progress steps with no live lease, process or controller "
+                         f"behind them: {unowned}")
+
+
+def _alive_here(who: str | None) -> bool:
+    """Whether ``who`` (``host:pid``, an owner perhaps marked `` (resume)``) is a live process
+    on this host; a zombie (exited, not yet reaped by its parent) is not.
+    """
+    import socket
+
+    import psutil
+
+    where = context.owner_process(who) if who else None
+    if where is None or where[0] != socket.gethostname():
+        return False
+    try:
+        return psutil.Process(where[1]).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's: it exists
+        return True
 
 
 @pytest.fixture

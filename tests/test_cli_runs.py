@@ -652,7 +652,7 @@ def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
     store = get_store()
     proc = run_waits(30, new_session=True)
-    step_pid = None
+    step_pid = run = None
     try:
         step_pid = step_started(marks)
         run = poll(lambda: store.list_runs(), 10, "the run")[0].id
@@ -676,6 +676,35 @@ def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
         proc.communicate()
         if step_pid is not None and not process_gone(step_pid):
             os.kill(step_pid, signal.SIGKILL)
+        if run is not None and store.get_task(run).status == "in_progress":
+            # Nobody drives the crashed run (it waits for pipekit resume): end it, and its
+            # step whose process is gone with it (RELIABILITY 12).
+            from pipekit.runs import abort_run
+
+            abort_run(run, "test over")
+
+
+def test_a_controller_that_exited_is_dead_even_before_its_parent_reaps_it() -> None:
+    """A controller that exited but whose parent has not waited for it yet (a zombie: a
+    frozen agent, a busy launcher) drives nothing: ``pipekit resume`` may take its run."""
+    import socket
+
+    from pipekit.models import RunRecord
+    from pipekit.runs import owner_alive
+
+    def run_of(pid: int) -> RunRecord:
+        return RunRecord(id="r", version=None, structure_hash=None, origin=None, dag={},
+                         created=time.time(), owner=f"{socket.gethostname()}:{pid}",
+                         heartbeat=time.time())
+
+    assert owner_alive(run_of(os.getpid()))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        poll(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE, 30,
+             "the exited child to be a zombie")
+        assert not owner_alive(run_of(proc.pid))
+    finally:
+        proc.wait()
 
 
 def test_a_controller_killed_under_pipekit_run_ends_its_run_and_steps(marks: Path) -> None:
