@@ -24,6 +24,7 @@ starlette = pytest.importorskip("starlette", reason="the ui extra is not install
 from starlette.testclient import TestClient  # noqa: E402
 
 import pipekit  # noqa: E402
+from pipekit import PipelineDecorator  # noqa: E402
 from pipekit.store import get_store, reset_store  # noqa: E402
 from pipekit.testing import wait_until  # noqa: E402
 from pipekit.ui.app import create_app, local_hosts  # noqa: E402
@@ -176,6 +177,43 @@ def test_the_status_endpoint_mirrors_the_store(shared) -> None:
     assert {k: (v["status"], v["task"]) for k, v in body["nodes"].items()} == {
         n.name: (n.status, n.task) for n in store.list_nodes(shared["run1"])}
     assert body["runs"] == {}
+
+
+@PipelineDecorator.component(return_values=["out"])
+def double(n):
+    return 2 * n
+
+
+@PipelineDecorator.pipeline(name="ui-inner", project="ui")
+def inner(n=1):
+    return int(double(n))
+
+
+@PipelineDecorator.component(return_values=["out"])
+def call_inner(n):
+    return inner(n=n)  # a run nested in this step
+
+
+@PipelineDecorator.pipeline(name="ui-outer", project="ui")
+def outer(n=2):
+    return int(double(call_inner(n)))
+
+
+def test_nested_runs_come_inside_their_step_with_layouts_and_live_statuses() -> None:
+    PipelineDecorator.run_locally(executor="thread")
+    assert outer(n=3) == 12
+    store = get_store()
+    (run,) = [r for r in store.list_runs() if r.name == "ui-outer"]
+    (nested,) = [r for r in store.list_runs() if r.name == "ui-inner"]
+    body = get(f"/api/runs/{run.id}")
+    caller = next(n for n in body["nodes"] if n["name"] == "call_inner")
+    (group,) = caller["runs"]
+    assert group["id"] == nested.id and [n["name"] for n in group["nodes"]] == ["double"]
+    assert group["layout"]["direction"] == "LR" and len(group["layout"]["nodes"]) == 1
+    status = get(f"/api/runs/{run.id}/status")
+    assert status["runs"] == {nested.id: {"status": "completed", "nodes": {
+        "double": get(f"/api/runs/{nested.id}/status")["nodes"]["double"]}}}
+    assert get("/api/runs?pipeline=ui-inner")["runs"][0]["parent"] == caller["task"]
 
 
 def test_unknown_and_wrong_ids_are_one_line_errors(shared) -> None:
