@@ -472,6 +472,32 @@ def test_new_run_clones_with_the_changed_value_and_runs_it(shared, tmp_path) -> 
     assert get(f"/api/runs/{new}")["origin"] == shared["run1"]
 
 
+def test_new_run_on_a_queue_goes_to_its_agent(tmp_path: Path, agents) -> None:
+    """With a live agent on a queue, New run may send the run there instead of running it
+    here: the agent runs the controller, which runs its steps.
+    """
+    script = tmp_path / "uiapi.py"
+    script.write_text(PIPELINE)
+    first = pipekit_cmd("run", str(script), env={**os.environ, "PIPEKIT_PROGRESS": "0"})
+    assert first.returncode == 0, first.stderr
+    run = first.stdout.split()[1]
+    agents("--queue", "ui-q", "--create-queue")
+    wait_until(lambda: get("/api/meta")["queues"] and any(
+        q["name"] == "ui-q" and q["agents"] for q in get("/api/meta")["queues"]), 30,
+        "the agent")
+    response = client().post(f"/api/runs/{run}/rerun", headers={"x-pipekit-token": TOKEN},
+                             json={"params": {"n": "2"}, "queue": "ui-q"})
+    assert response.status_code == 200, response.text
+    new = response.json()["id"]
+    store = get_store()
+    wait_until(lambda: store.get_task(new).status in ("completed", "failed", "stopped"), 90,
+               "the queued run to end")
+    info = store.get_task(new)
+    assert info.status == "completed", info.status_reason
+    assert get(f"/api/runs/{new}")["parameters"] == {"n": "2"}
+    assert store.get_artifact(steps(new)["total"], "sum").preview == "1"
+
+
 def test_abort_from_the_api_stops_a_running_run(tmp_path: Path) -> None:
     script = tmp_path / "gated.py"
     script.write_text(PIPELINE)
