@@ -246,6 +246,30 @@ def screenshot(page: Any, name: str) -> None:
         page.screenshot(path=str(SCREENSHOTS / name))
 
 
+def test_the_watch_catches_csp_violations_and_page_errors(pages: Pages, server: UIServer
+                                                         ) -> None:
+    """What the other tests rely on: an inline script (refused by the server's
+    Content-Security-Policy) and an uncaught exception are each reported."""
+    tab = pages.new()
+    tab.goto(server.url("/runs"))
+    tab.wait_for_selector("#main")
+    tab.evaluate("""() => {
+      const s = document.createElement("script");
+      s.textContent = "window.__ran = true";
+      document.body.append(s);
+      setTimeout(() => { throw new Error("boom from a test"); }, 0);
+    }""")
+
+    def reported() -> bool:
+        tab.evaluate("0")  # (Playwright delivers the page's events while it is called)
+        return (any("CSP violation: script-src" in p for p in pages.problems)
+                and any("page error: boom from a test" in p for p in pages.problems))
+
+    poll(reported, timeout=10, what=f"both problems to be reported, got {pages.problems}")
+    assert tab.evaluate("window.__ran") is None, "an inline script ran despite the CSP"
+    pages.problems.clear()
+
+
 # -- the runs ---------------------------------------------------------------------------------
 
 
