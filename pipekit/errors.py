@@ -375,3 +375,9 @@ class UnknownFormatError(PipekitError, ValueError):
         super().__init__(
             f"unknown export format {fmt!r}: choose one of {', '.join(self.choices)}"
         )
+
+
+class BadRequest(PipekitError, ValueError):
+    """A request to the web UI's API refused as given (HTTP 400); the message names the
+    value.
+    """

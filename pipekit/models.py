@@ -114,6 +114,8 @@ class TaskInfo:
     comment: str = ""
     log_path: str | None = None
     log_size: int = 0
+    #: the login name of who created it (``None`` when the system has none)
+    user: str | None = None
 
     @property
     def is_function(self) -> bool:

@@ -79,16 +79,17 @@ def test_fixture_is_a_version_1_store_with_data(v1_home):
     assert len(blobs) == 1 and blobs[0].stat().st_size > 32 * 1024
 
 
-APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases", "0004_run_owner"]
+APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases", "0004_run_owner",
+                    "0005_task_user"]
 #: table -> the values every existing row gets in the columns later migrations add (last)
-ADDED_COLUMNS = {"task": (None,), "queue_entry": (2,), "run": (None, None)}
+ADDED_COLUMNS = {"task": (None, None), "queue_entry": (2,), "run": (None, None)}
 
 
 def test_opening_upgrades_to_the_newest_version_keeping_every_row(v1_home):
     db = v1_home / "pipekit.db"
     before = dump(db)
     store = get_store()  # opening upgrades
-    assert migrate.current_version(store.db) == migrate.newest_version() == 4
+    assert migrate.current_version(store.db) == migrate.newest_version() == 5
     after = dump(db)
     assert set(after) == set(before) | {"agent"} and after["agent"] == []
     for table, rows in before.items():

@@ -61,6 +61,35 @@ def test_layout_layers_are_the_dag_levels(dag: Dag) -> None:
             placed.boxes[n].y for n in dag.levels()[layer_of[name]])
 
 
+@given(dags(max_size=20))
+def test_a_left_to_right_layout_is_the_top_to_bottom_one_turned(dag: Dag) -> None:
+    """The UI's ``LR`` layout: same layers and order, layers left to right, each box right of
+    its parents' boxes, edges from a parent's right side to just left of the child, no two
+    boxes overlapping, everything inside the canvas.
+    """
+    down, across = layout(dag), layout(dag, "LR")
+    assert across.layers == down.layers and across.to_dict()["direction"] == "LR"
+    data = across.to_dict()
+    for name in dag:
+        box = across.boxes[name]
+        assert 0 <= box.x and box.x + NODE_W <= data["width"]
+        assert 0 <= box.y and box.y + NODE_H <= data["height"]
+        for parent in dag.parents(name):
+            assert across.boxes[parent].x + NODE_W < box.x
+    boxes = list(across.boxes.values())
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert abs(a.x - b.x) >= NODE_W or abs(a.y - b.y) >= NODE_H, (a, b)
+    for e in across.edges:
+        (x0, y0), (x1, y1) = e.points[0], e.points[-1]
+        parent, child = across.boxes[e.parent], across.boxes[e.child]
+        assert (x0, y0) == (parent.x + NODE_W, parent.y + NODE_H / 2)
+        assert y1 == child.y + NODE_H / 2 and x1 < child.x
+        assert e.path.startswith(f"M{x0:.1f},{y0:.1f} C")
+    with pytest.raises(ValueError, match="'up'"):
+        layout(dag, "up")
+
+
 def test_layout_of_a_view_equals_layout_of_its_dag() -> None:
     nodes = [{"name": name, "parents": parents} for name, parents in diamond().items()]
     assert layout(nodes) == layout(Dag.from_edges(diamond()))

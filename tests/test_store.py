@@ -9,6 +9,7 @@ unchanged.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -245,6 +246,7 @@ class StoreContract:
         )
         got = store.get_task(info.id)
         assert got == info
+        assert got.user == getpass.getuser()  # who created it (of a run: who ran it)
         assert (got.project, got.name, got.type, got.status) == ("proj", "train", "testing",
                                                                  "created")
         assert got.tags == ("a", "b")  # de-duplicated, order kept

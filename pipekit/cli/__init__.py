@@ -55,9 +55,9 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from . import agents, cache, db, logs, plugins, queues, runs, tasks
+    from . import agents, cache, db, logs, plugins, queues, runs, tasks, ui
 
-    for module in (runs, tasks, logs, cache, db, plugins, queues, agents):
+    for module in (runs, tasks, logs, cache, db, plugins, queues, agents, ui):
         module.register(cli)
 
 

@@ -230,6 +230,22 @@ def runs_show(run_id: str, as_json: bool) -> None:
     _print_view(view)
 
 
+@runs.command("start")
+@click.argument("task_id", metavar="TASK")
+@_mode_option
+@_cache_option
+@_agents_option
+@_alias_option
+@_echo_option
+def runs_start(task_id: str, mode: str | None, no_cache: bool, local_agents: bool,
+               clearml_alias: bool, echo: bool) -> None:
+    """Start a draft pipeline task (a clone, or the web UI's New run) and show its steps live.
+
+    Exits 1 unless the run completes.
+    """
+    _execute(task_id, mode, no_cache, echo, local_agents, clearml_alias)
+
+
 @runs.command("abort")
 @click.argument("run_id", metavar="RUN")
 @click.option("--reason", default="aborted by user", show_default=True,

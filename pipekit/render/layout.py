@@ -1,7 +1,8 @@
 """Where each step's box and each edge go when a DAG is drawn: a layered layout.
 
 Layers come from :meth:`Dag.levels <pipekit.dag.Dag.levels>` (a step's layer is the longest
-path to it from a root) and run top to bottom, so every step sits below all its parents. Long
+path to it from a root) and run top to bottom (``"TB"``, what exports draw), so every step sits
+below all its parents, or left to right (``"LR"``, what the web UI draws). Long
 edges get a dummy vertex in every layer they cross, so they are routed around boxes and take
 part in crossing reduction (barycenter sweeps that keep the ordering with the fewest
 crossings); then each row is centred under the widest one.
@@ -24,13 +25,17 @@ from typing import Any, NamedTuple
 from ..dag import Dag
 from .view import dag_of
 
-__all__ = ["DUMMY_W", "H_GAP", "MARGIN", "NODE_H", "NODE_W", "V_GAP", "Edge", "Layout", "Point",
-           "layout"]
+__all__ = ["DIRECTIONS", "DUMMY_W", "H_GAP", "MARGIN", "NODE_H", "NODE_W", "V_GAP", "Edge",
+           "Layout", "Point", "layout"]
 
 NODE_W, NODE_H = 200.0, 62.0
 H_GAP, V_GAP = 28.0, 70.0
 DUMMY_W = 14.0
 MARGIN = 20.0
+#: Left to right, boxes in a layer stack with this gap and layers sit this far apart.
+LR_GAP, LR_LAYER_GAP = 18.0, 64.0
+#: ``TB`` (top to bottom) or ``LR`` (left to right)
+DIRECTIONS = ("TB", "LR")
 #: Barycenter sweeps (down then up); a few converge on the DAGs pipelines have.
 SWEEPS = 4
 
@@ -53,6 +58,8 @@ class Edge:
     parent: str
     child: str
     points: tuple[Point, ...]
+    #: laid out left to right: the edge leaves a box's right side and curves along x
+    horizontal: bool = False
 
     @property
     def path(self) -> str:
@@ -62,6 +69,9 @@ class Edge:
             (x0, y0), (x1, y1) = self.points[i], self.points[i + 1]
             if i % 2:  # through a dummy vertex
                 parts.append(f"L{x1:.1f},{y1:.1f}")
+            elif self.horizontal:
+                mid = (x0 + x1) / 2
+                parts.append(f"C{mid:.1f},{y0:.1f} {mid:.1f},{y1:.1f} {x1:.1f},{y1:.1f}")
             else:
                 mid = (y0 + y1) / 2
                 parts.append(f"C{x0:.1f},{mid:.1f} {x1:.1f},{mid:.1f} {x1:.1f},{y1:.1f}")
@@ -80,14 +90,16 @@ class Layout:
     height: float
     #: step name -> top-left corner of its box (read-only)
     boxes: Mapping[str, Point]
-    #: steps of each layer, left to right, top layer first
+    #: steps of each layer in drawing order, first layer first
     layers: tuple[tuple[str, ...], ...]
     edges: tuple[Edge, ...]
+    #: one of :data:`DIRECTIONS`
+    direction: str = "TB"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form: numbers, strings and lists only.
 
-        ``{"width", "height", "node_width", "node_height",
+        ``{"width", "height", "node_width", "node_height", "direction",
         "nodes": [{"name", "x", "y", "layer"}], "edges": [{"parent", "child", "points"}]}``,
         with ``points`` a list of ``[x, y]``.
         """
@@ -97,6 +109,7 @@ class Layout:
             "height": self.height,
             "node_width": NODE_W,
             "node_height": NODE_H,
+            "direction": self.direction,
             "nodes": [{"name": name, "x": at.x, "y": at.y, "layer": layer_of[name]}
                       for name, at in self.boxes.items()],
             "edges": [{"parent": e.parent, "child": e.child,
@@ -104,14 +117,18 @@ class Layout:
         }
 
 
-def layout(graph: Dag | Sequence[Mapping[str, Any]]) -> Layout:
-    """Lay out a DAG top to bottom: longest-path layers, dummy vertices on long edges,
-    barycenter ordering, rows centred under each other.
+def layout(graph: Dag | Sequence[Mapping[str, Any]], direction: str = "TB") -> Layout:
+    """Lay out a DAG in layers: longest-path layers, dummy vertices on long edges, barycenter
+    ordering, each layer centred on the widest one.
 
     :param graph: a :class:`~pipekit.dag.Dag`, or a run view's ``nodes`` list (checked by
         :func:`~pipekit.render.view.dag_of`, so any text is a valid name).
+    :param direction: ``"TB"``, layers top to bottom, or ``"LR"``, layers left to right.
     :raises DefinitionError: if ``graph`` is not a valid DAG.
+    :raises ValueError: if ``direction`` is not one of :data:`DIRECTIONS`.
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown layout direction {direction!r}: use one of {DIRECTIONS}")
     dag = graph if isinstance(graph, Dag) else dag_of(list(graph))
     names = list(dag)
     # Vertices are ints: 0..len(names)-1 are steps, the rest dummies.
@@ -144,38 +161,52 @@ def layout(graph: Dag | Sequence[Mapping[str, Any]]) -> Layout:
         rows[level].append(v)
     rows = _order(rows, up, down)
 
+    # The same geometry both ways: "across" is where a vertex sits within its layer (x top to
+    # bottom, y left to right), "along" is where its layer sits.
+    wide = direction == "TB"
+    box_across, box_along = (NODE_W, NODE_H) if wide else (NODE_H, NODE_W)
+    gap = H_GAP if wide else LR_GAP
+    layer_step = box_along + (V_GAP if wide else LR_LAYER_GAP)
+
     def size(v: int) -> float:
-        return NODE_W if v < len(names) else DUMMY_W
+        return box_across if v < len(names) else DUMMY_W
 
-    widths = [sum(size(v) for v in row) + H_GAP * max(len(row) - 1, 0) for row in rows]
-    inner = max(widths, default=0.0)
-    xs: dict[int, float] = {}
-    for row, row_width in zip(rows, widths, strict=True):
-        x = MARGIN + (inner - row_width) / 2
+    extents = [sum(size(v) for v in row) + gap * max(len(row) - 1, 0) for row in rows]
+    inner = max(extents, default=0.0)
+    across: dict[int, float] = {}
+    for row, extent in zip(rows, extents, strict=True):
+        at = MARGIN + (inner - extent) / 2
         for v in row:
-            xs[v] = x
-            x += size(v) + H_GAP
+            across[v] = at
+            at += size(v) + gap
 
-    def top(level: int) -> float:
-        return MARGIN + level * (NODE_H + V_GAP)
+    def along(level: int) -> float:
+        return MARGIN + level * layer_step
 
-    boxes = {name: Point(xs[i], top(vlayer[i])) for i, name in enumerate(names)}
+    def point(a: float, b: float) -> Point:  # (across, along) -> drawing coordinates
+        return Point(a, b) if wide else Point(b, a)
+
+    boxes = {name: point(across[i], along(vlayer[i])) for i, name in enumerate(names)}
     edges = []
     for parent, child, chain in chains:
-        start = Point(boxes[parent].x + NODE_W / 2, boxes[parent].y + NODE_H)
-        points = [start]
+        p, c = index[parent], index[child]
+        points = [point(across[p] + box_across / 2, along(vlayer[p]) + box_along)]
         for dummy in chain:
-            dx, dy = xs[dummy] + DUMMY_W / 2, top(vlayer[dummy])
-            points += [Point(dx, dy), Point(dx, dy + NODE_H)]
+            mid = across[dummy] + DUMMY_W / 2
+            points += [point(mid, along(vlayer[dummy])),
+                       point(mid, along(vlayer[dummy]) + box_along)]
         # -2: leave room for the arrow tip
-        points.append(Point(boxes[child].x + NODE_W / 2, boxes[child].y - 2))
-        edges.append(Edge(parent, child, tuple(points)))
+        points.append(point(across[c] + box_across / 2, along(vlayer[c]) - 2))
+        edges.append(Edge(parent, child, tuple(points), horizontal=not wide))
+    length = along(depth) - (layer_step - box_along) + MARGIN if depth else 2 * MARGIN
+    breadth = inner + 2 * MARGIN
     return Layout(
-        width=inner + 2 * MARGIN,
-        height=top(depth) - V_GAP + MARGIN if depth else 2 * MARGIN,
+        width=breadth if wide else length,
+        height=length if wide else breadth,
         boxes=MappingProxyType(boxes),
         layers=tuple(tuple(names[v] for v in row if v < len(names)) for row in rows),
         edges=tuple(edges),
+        direction=direction,
     )
 
 

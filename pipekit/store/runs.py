@@ -325,7 +325,7 @@ class RunStore(StoreBase):
 
     def list_runs(self, *, project: str | None = None, name: str | None = None,
                   status: Sequence[str] = (), parent: str | None = None,
-                  limit: int | None = None) -> list[RunSummary]:
+                  limit: int | None = None, offset: int = 0) -> list[RunSummary]:
         """Pipeline runs, newest first: the controller task's fields plus version and origin.
 
         :param project: only runs of this project.
@@ -333,6 +333,7 @@ class RunStore(StoreBase):
         :param status: only runs in one of these statuses.
         :param parent: only runs started by this task (a component calling a pipeline).
         :param limit: at most this many.
+        :param offset: skip this many of the newest first (a page of a long list).
         """
         self._check()
         query = newest_first(
@@ -341,9 +342,37 @@ class RunStore(StoreBase):
                          t.Task.ended, t.Run.version, t.Run.structure_hash, t.Run.origin,
                          t.Run.owner, t.Run.heartbeat).join(t.Task).join(t.Project),
             project=project, name=name, status=status, parent=parent)
-        if limit is not None:
-            query = query.limit(limit)
+        if limit is not None or offset:
+            query = query.limit(-1 if limit is None else limit).offset(offset)
         lost_before = time.time() - lease_ttl()
         return [RunSummary(*row, controller_lost=row[3] == Status.in_progress.value
                            and (row[-1] or row[6]) < lost_before)
                 for row in query.tuples()]
+
+    def count_runs(self, *, project: str | None = None, name: str | None = None,
+                   status: Sequence[str] = ()) -> int:
+        """How many runs :meth:`list_runs` would list with these filters."""
+        self._check()
+        query = newest_first(t.Run.select(fn.COUNT(t.Run.task)).join(t.Task).join(t.Project),
+                             project=project, name=name, status=status).order_by()
+        return int(query.scalar() or 0)
+
+    def runs_inside(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The pipeline runs inside each of the tasks ``task_ids``: ``{task: [run ids]}``,
+        oldest first; a task that is itself a run (a pipeline as a step) lists its own id
+        first, then the runs it started (a component calling a pipeline).
+        """
+        self._check()
+        ids = list(dict.fromkeys(task_ids))
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(ids), 400):  # under SQLite's bound-parameter limit
+            chunk = ids[start:start + 400]
+            rows = (t.Run.select(t.Run.task, t.Task.parent).join(t.Task)
+                    .where(t.Run.task.in_(chunk) | t.Task.parent.in_(chunk))
+                    .order_by(t.Task.created, t.Task.id).tuples())
+            for run_id, parent in rows:
+                if run_id in chunk:
+                    out.setdefault(run_id, []).insert(0, run_id)
+                if parent in chunk:
+                    out.setdefault(parent, []).append(run_id)
+        return out

@@ -14,7 +14,7 @@ from functools import cache
 
 TASK_COLUMNS = ("id", "project_id", "name", "type", "status", "status_reason", "parent",
                 "script", "code_digest", "code", "created", "started", "last_update", "tags",
-                "log_path", "archived", "comment", "log_size", "cache_key")
+                "log_path", "archived", "comment", "log_size", "cache_key", "user")
 
 INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
@@ -23,7 +23,7 @@ INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
 TASK_INFO_COLUMNS = ("t.id", "p.name", "t.name", "t.type", "t.status", "t.status_reason",
                      "t.parent", "t.script", "t.code_digest", "t.created", "t.started",
                      "t.ended", "t.last_update", "t.worker", "t.tags", "t.archived",
-                     "t.comment", "t.log_path", "t.log_size")
+                     "t.comment", "t.log_path", "t.log_size", "t.user")
 
 SELECT_TASK = (f"SELECT {', '.join(TASK_INFO_COLUMNS)} "
                "FROM task t JOIN project p ON p.id = t.project_id WHERE t.id = ?")

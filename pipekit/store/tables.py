@@ -55,6 +55,7 @@ class Task(Base):
     log_path = TextField(null=True)
     log_size = IntegerField(default=0)
     cache_key = CharField(null=True, max_length=64, index=True)  # migration 0002
+    user = CharField(null=True)  # migration 0005: who created it (the login name)
 
     class Meta:
         indexes = ((("project", "name"), False),)

@@ -7,10 +7,12 @@ rather than peewee's query builder.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import pipekit.store.statements as sql
@@ -44,16 +46,28 @@ def newest_first(query: Any, *, project: str | None = None, name: str | None = N
     return query.order_by(t.Task.created.desc(), t.Task.id.desc())
 
 
+@cache
+def who_runs() -> str | None:
+    """The login name tasks created by this process are recorded under (shown as who ran a
+    run); ``None`` where the system has none (a container's unnamed uid).
+    """
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
 def task_info(row: Sequence[Any]) -> TaskInfo:
     """A ``TaskInfo`` from a row of :data:`statements.TASK_INFO_COLUMNS`."""
     (tid, project, name, type_, status, reason, parent, script, code_digest, created,
-     started, ended, last_update, worker, tags, archived, comment, log_path, log_size) = row
+     started, ended, last_update, worker, tags, archived, comment, log_path, log_size,
+     user) = row
     return TaskInfo(id=tid, project=project, name=name, type=type_, status=status,
                     status_reason=reason, parent=parent, script=json.loads(script),
                     code_digest=code_digest, created=created, started=started, ended=ended,
                     last_update=last_update, worker=worker, tags=tuple(json.loads(tags)),
                     archived=bool(archived), comment=comment, log_path=log_path,
-                    log_size=log_size)
+                    log_size=log_size, user=user)
 
 
 def _task_info_fields() -> list[Any]:
@@ -109,7 +123,7 @@ class TaskStore(StoreBase):
         tags = tuple(dict.fromkeys(tags))
         row = (task_id, None, name, str(type), str(status), "", parent, json.dumps(script),
                code_digest, code, now, started, now, json.dumps(list(tags)), log_path,
-               False, "", 0, cache_key)
+               False, "", 0, cache_key, who_runs())  # user last: read back below
 
         def insert() -> None:
             self._sql(sql.INSERT_TASK, (row[0], self._project_id(project), *row[2:]))
@@ -122,7 +136,7 @@ class TaskStore(StoreBase):
         return TaskInfo(id=task_id, project=project, name=name, type=str(type),
                         status=str(status), parent=parent, script=script,
                         code_digest=code_digest, created=now, started=started,
-                        last_update=now, tags=tags, log_path=log_path)
+                        last_update=now, tags=tags, log_path=log_path, user=row[-1])
 
     def task_statuses(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{id: (status, status_reason)}`` of the given tasks (missing ones left out)."""
@@ -145,6 +159,14 @@ class TaskStore(StoreBase):
         if row is None:
             raise TaskNotFound(task_id, self.where)
         return task_info(row)
+
+    def task_code(self, task_id: str) -> str | None:
+        """A function step's source as recorded (``None`` for script tasks)."""
+        self._check()
+        row = t.Task.select(t.Task.code).where(t.Task.id == task_id).tuples().first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row[0]
 
     def find_tasks(self, *, project: str | None = None, name: str | None = None,
                    tags: Sequence[str] = (), status: Sequence[str] = (),
