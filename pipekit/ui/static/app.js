@@ -321,7 +321,7 @@ async function taskPage(id) {
     status.setAttribute("data-status", t.status);
     abort.hidden = isFinal(t.status);
     const d = elapsed(t.started, t.ended, t.duration);
-    dur.textContent = d === null ? "" : `⏱ ${fmtDuration(d)}`;
+    dur.textContent = d === null ? "" : fmtDuration(d);
     if (t.reason && t.status !== "completed") { reason.textContent = t.reason; reason.hidden = false; }
     if (!isFinal(t.status)) later(pg, tick, 1000);
   };

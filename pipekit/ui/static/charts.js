@@ -119,7 +119,7 @@ export function plotRecord(plot) {
   const sub = [plot.series, plot.iteration !== null && plot.iteration !== undefined
     ? `iteration ${plot.iteration}` : null].filter((x) => x !== null && x !== undefined && x !== "")
     .join(" · ");
-  const { box, body } = chartBox(plot.title || "(untitled)", sub);
+  const { box, body } = chartBox(plot.title || (kind === "text" ? "text" : "(untitled)"), sub);
   box.classList.add("plot", `plot-${kind}`);
   box.setAttribute("data-kind", plot.kind || kind);
   try {
@@ -319,11 +319,18 @@ function heatTable(trace, layout) {
 }
 
 function imageOf(plot, record) {
-  const url = safeUrl(plot.image);
+  // only this server's images: the page's Content-Security-Policy would block any other
+  const url = typeof plot.image === "string" && plot.image.startsWith("/") &&
+    !plot.image.startsWith("//") ? plot.image : null;
   const info = record && typeof record === "object" ? record.image || {} : {};
   if (url) {
     const img = h("img", { src: url, alt: `${plot.title} ${plot.series}`, loading: "lazy" });
     return h("a", { href: url, target: "_blank", rel: "noopener", class: "image-link" }, img);
+  }
+  const external = safeUrl(plot.image) || safeUrl(info && info.url);
+  if (external) {
+    return h("div", { class: "muted" }, "image at ",
+      h("a", { href: external, target: "_blank", rel: "noopener noreferrer", class: "mono", text: external }));
   }
   if (info && typeof info.url === "string") {
     return h("div", { class: "muted" }, "image at ", h("span", { class: "mono", text: info.url }));

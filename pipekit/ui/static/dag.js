@@ -131,13 +131,17 @@ export class DagView {
         const rec = this.blocks.get(child.id);
         rec.group = group;
         rec.label = state;
-        // a dashed connector from the step's box to the frame's top edge
-        const sx = pos.x + nw / 2;
-        const sy = pos.y + nh;
+        // a dashed connector from the step's box to the frame's top edge, routed through
+        // the gaps: left out of the box, down the gap before its layer, along the band
+        // above the groups (boxes never sit in those)
+        const sx = pos.x;
+        const sy = pos.y + nh - 10; // below where edges come in (mid-height)
+        const gx = pos.x - Math.min(16, GROUP_GAP / 2);
+        const band = y - GROUP_GAP / 2;
         const ex = x + Math.min(40, frameW / 2);
-        const mid = (sy + y) / 2;
         connectors.append(s("path", { class: "connector",
-          d: `M${sx},${sy} C${sx},${mid} ${ex},${mid} ${ex},${y}` }));
+          d: `M${sx},${sy} H${gx} V${band} H${ex} V${y}` }));
+        connectors.append(s("circle", { class: "connector-end", cx: sx, cy: sy, r: 3 }));
         cursor = x + frameW + GROUP_GAP;
         rowHeight = Math.max(rowHeight, frameH);
         width = Math.max(width, x + frameW);
@@ -145,7 +149,7 @@ export class DagView {
     }
     if (rowHeight) {
       height = below + rowHeight;
-      g.insertBefore(connectors, g.firstChild);
+      g.append(connectors);
     }
     return { g, width, height };
   }
@@ -262,7 +266,7 @@ export class DagView {
     const cw = this.svg.clientWidth;
     const ch = this.svg.clientHeight;
     if (!cw || !ch || !this.width || !this.height) return;
-    const k = clamp(Math.min((cw - 24) / this.width, (ch - 24) / this.height), MIN_ZOOM, 1.25);
+    const k = clamp(Math.min((cw - 24) / this.width, (ch - 24) / this.height), MIN_ZOOM, 1);
     this.k = k;
     this.tx = (cw - this.width * k) / 2;
     this.ty = Math.max(12, (ch - this.height * k) / 2);

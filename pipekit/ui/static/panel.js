@@ -103,11 +103,12 @@ export class StepPanel {
     this._stop();
     const gen = this.gen;
     this.taskId = taskId;
+    this.runId = runId || null;
     this.stale = new Set();
     for (const pane of Object.values(this.panes)) clear(pane).append(h("p", { class: "empty", text: "loading…" }));
     let task;
     try {
-      task = await api(`/api/tasks/${enc(taskId)}`);
+      task = await api(this._taskUrl());
     } catch (err) {
       if (gen !== this.gen) return;
       reportError(err);
@@ -127,12 +128,17 @@ export class StepPanel {
     if (!isFinal(task.status)) this._later(() => this._poll(gen), TASK_POLL_MS);
   }
 
+  /** The task's URL; as a step of a run, the run too (a cached step's task is older). */
+  _taskUrl() {
+    return `/api/tasks/${enc(this.taskId)}${this.runId ? `?run=${enc(this.runId)}` : ""}`;
+  }
+
   /** Refresh what changes while the task runs; stop once it is final. */
   async _poll(gen) {
     if (gen !== this.gen) return;
     let task;
     try {
-      task = await api(`/api/tasks/${enc(this.taskId)}`);
+      task = await api(this._taskUrl());
       clearError("task-poll");
     } catch (err) {
       reportError(err, "task-poll");

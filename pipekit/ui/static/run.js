@@ -181,7 +181,8 @@ export class RunPage {
   _elapsed() {
     const v = this.view;
     const d = elapsed(v.started, v.ended, v.ended != null ? v.duration : null);
-    this.elapsedEl.textContent = d === null ? "" : `⏱ ${fmtDuration(d)}`;
+    this.elapsedEl.textContent = d === null ? "" : fmtDuration(d);
+    this.elapsedEl.title = isFinal(v.status) ? "duration" : "elapsed";
   }
 
   /** Each second while anything runs: the elapsed time and running steps' durations. */
