@@ -184,7 +184,8 @@ function listPage(kind, query) {
       return;
     }
     if (!pg.alive) return;
-    fillSelect(projectSel, data.projects, filters.project);
+    if (data.projects) fillSelect(projectSel, data.projects, filters.project);
+    else if (!isRuns) projectsOnce().then((names) => fillSelect(projectSel, names, filters.project));
     fillSelect(pipelineSel, data.pipelines, filters.pipeline);
     const items = data[kind] || [];
     clear(tbody);
@@ -212,7 +213,7 @@ function listPage(kind, query) {
 
   function rowLink(tr, href) {
     tr.addEventListener("click", (e) => {
-      if (e.target.closest("a, input, button, label")) return;
+      if (e.target.closest("a, input, button, label, td.sel")) return;
       window.location.hash = href;
     });
   }
@@ -251,6 +252,17 @@ function listPage(kind, query) {
   }
 
   load();
+}
+
+let projectNames = null;
+
+/** The store's projects, for a list whose response does not name them (the tasks list). */
+function projectsOnce() {
+  if (!projectNames) {
+    projectNames = api("/api/runs?limit=1").then((r) => (r && r.projects) || [])
+      .catch(() => { projectNames = null; return []; });
+  }
+  return projectNames;
 }
 
 function pagerOf(el, total, offset, limit, go) {
@@ -296,7 +308,8 @@ async function taskPage(id) {
       } catch (err) { reportError(err); }
       abort.disabled = false;
     } });
-  const reason = h("div", { class: "reason", hidden: !task.reason || task.status === "completed", text: task.reason || "" });
+  const reason = h("div", { class: "reason", "data-status": task.status,
+    hidden: !task.reason || task.status === "completed", text: task.reason || "" });
   const where = [];
   if (task.run && task.node) {
     where.push(h("span", null, "step ", h("a", { href: `#/run/${enc(task.run)}/step/${enc(task.node)}`, text: task.node }),
@@ -322,7 +335,11 @@ async function taskPage(id) {
     abort.hidden = isFinal(t.status);
     const d = elapsed(t.started, t.ended, t.duration);
     dur.textContent = d === null ? "" : fmtDuration(d);
-    if (t.reason && t.status !== "completed") { reason.textContent = t.reason; reason.hidden = false; }
+    if (t.reason && t.status !== "completed") {
+      reason.textContent = t.reason;
+      reason.setAttribute("data-status", t.status);
+      reason.hidden = false;
+    }
     if (!isFinal(t.status)) later(pg, tick, 1000);
   };
   tick();

@@ -191,30 +191,30 @@ export class DagView {
   // -- live updates --------------------------------------------------------------------------
 
   /**
-   * Apply /api/runs/{id}/status. Returns true when the status names a step or nested run that
-   * is not drawn (the structure grew: the caller refetches the view and renders again).
+   * Apply /api/runs/{id}/status in place. Returns what the status names that is not drawn
+   * (steps or nested runs, as "run/name" and "run" keys): when that is not empty the structure
+   * grew, and the caller refetches the view and renders again.
    */
   update(status) {
-    let grew = false;
+    const missing = [];
     const main = this.blocks.get(status.id);
-    if (main) grew = this._apply(main, status.nodes || {}) || grew;
+    if (main) this._apply(main, status.nodes || {}, missing);
     for (const [id, run] of Object.entries(status.runs || {})) {
       const rec = this.blocks.get(id);
-      if (!rec) { grew = true; continue; }
+      if (!rec) { missing.push(id); continue; }
       if (rec.group && run.status && rec.group.getAttribute("data-status") !== run.status) {
         rec.group.setAttribute("data-status", run.status);
         rec.label.textContent = run.status;
       }
-      grew = this._apply(rec, run.nodes || {}) || grew;
+      this._apply(rec, run.nodes || {}, missing);
     }
-    return grew;
+    return missing;
   }
 
-  _apply(block, nodes) {
-    let grew = false;
+  _apply(block, nodes, missing) {
     for (const [name, n] of Object.entries(nodes)) {
       const rec = block.nodes.get(name);
-      if (!rec) { grew = true; continue; }
+      if (!rec) { missing.push(`${block.id}/${name}`); continue; }
       const status = shownStatus(n.status, n.cached);
       const changed = status !== rec.status || n.started !== rec.started ||
         n.ended !== rec.ended || (n.attempt ?? 1) !== rec.attempt;
@@ -228,7 +228,6 @@ export class DagView {
       rec.attempt = n.attempt ?? 1;
       this._paint(rec);
     }
-    return grew;
   }
 
   /** Advance the durations of running steps (call each second). */

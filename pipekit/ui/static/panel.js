@@ -203,6 +203,7 @@ export class StepPanel {
     this.durEl.textContent = d === null ? "" : fmtDuration(d);
     if (task.reason && status !== "completed") {
       this.reasonEl.textContent = task.reason;
+      this.reasonEl.setAttribute("data-status", status);
       this.reasonEl.hidden = false;
     } else {
       this.reasonEl.hidden = true;

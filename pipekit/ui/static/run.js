@@ -133,7 +133,8 @@ export class RunPage {
       view.origin ? h("span", { class: "muted", text: view.origin, title: "origin" }) : null,
       view.parent ? h("span", null, "inside ", idEl(view.parent, `#/task/${enc(view.parent)}`)) : null);
     this.reasonEl = h("div", { class: "reason", hidden: true });
-    head.append(title, meta, this.reasonEl, this._io(view));
+    this.ioEl = this._io(view);
+    head.append(title, meta, this.reasonEl, this.ioEl);
     this._status(view);
   }
 
@@ -169,6 +170,7 @@ export class RunPage {
     this.resumeBtn.hidden = !st.controller_lost;
     if (st.reason && st.status !== "completed") {
       this.reasonEl.textContent = st.reason;
+      this.reasonEl.setAttribute("data-status", st.status);
       this.reasonEl.hidden = false;
     } else {
       this.reasonEl.hidden = true;
@@ -211,23 +213,27 @@ export class RunPage {
     }
     if (!this.alive) return;
     this._status(st);
-    const grew = this.dag.update(st);
+    this.lastStatus = st;
+    const missing = this.dag.update(st).sort().join("\n");
     this._tick();
     this._followStep();
     const nestedLive = Object.values(st.runs || {}).some((r) => !isFinal(r.status));
     const done = isFinal(st.status) && !nestedLive;
-    if (grew && Date.now() - this.lastStructure > 1500) {
+    if (done) {
+      // once more, whole, when the run ends: its final shape and outputs
+      await this._restructure();
+      return;
+    }
+    // the DAG grew (a dynamic pipeline adds steps as it calls them; a step starts a nested
+    // run): draw it again, at most every 1.5 s, never twice for the same missing pieces
+    // (the view may not draw everything the status names)
+    if (missing && missing !== this.missing && Date.now() - this.lastStructure > 1500) {
+      this.missing = missing;
       this.lastStructure = Date.now();
       await this._restructure();
       if (!this.alive) return;
     }
-    if (!done) this._later(() => this._poll(), POLL_MS);
-    else if (grew || this._stale(st)) this._restructure(); // the final shape, once
-  }
-
-  _stale(st) {
-    for (const name of Object.keys(st.nodes || {})) if (!this.dag.node(st.id, name)) return true;
-    return false;
+    this._later(() => this._poll(), POLL_MS);
   }
 
   /** The DAG gained steps or nested runs: fetch the view again and redraw. */
@@ -237,7 +243,12 @@ export class RunPage {
       if (!this.alive) return;
       this.view = view;
       this.dag.render(view);
+      // what the newest status names that even this view does not draw: not worth a redraw
+      if (this.lastStatus) this.missing = this.dag.update(this.lastStatus).sort().join("\n");
       this._status(view);
+      const io = this._io(view);
+      this.ioEl.replaceWith(io);
+      this.ioEl = io;
       this._followStep();
     } catch (err) {
       reportError(err, "run-poll");

@@ -102,9 +102,6 @@ export async function api(path, options = {}) {
   if (!response.ok) {
     let message = data && typeof data.error === "string" ? data.error
       : `${response.status} ${response.statusText || "error"} from ${path.split("?")[0]}`;
-    if (response.status === 403 && !token()) {
-      message += " (this page has no token: open the URL that pipekit ui printed)";
-    }
     throw new ApiError(response.status, message);
   }
   return data;
