@@ -317,7 +317,7 @@ async function taskPage(id) {
   } else if (task.run) {
     where.push(h("span", null, "run ", idEl(task.run, `#/run/${enc(task.run)}`)));
   }
-  if (task.parent) where.push(h("span", null, "parent ", idEl(task.parent, `#/task/${enc(task.parent)}`)));
+  if (task.parent && task.parent !== task.run) where.push(h("span", null, "parent ", idEl(task.parent, `#/task/${enc(task.parent)}`)));
   clear(head).append(
     h("div", { class: "title-row" }, h("h1", { text: task.name || "task", title: task.name || "" }),
       task.type ? h("span", { class: "chip", text: task.type }) : null, status, dur,
