@@ -1,6 +1,7 @@
 """RELIABILITY 2: readers during writes. The queue stress of RELIABILITY 1 (agents claiming
 and completing queued tasks) and pipelines running, while two processes loop
-``pipekit runs ls --json`` and ``runs show --json``: writers see no errors, readers never an
+``pipekit runs ls --json`` and ``runs show --json`` and the web UI's JSON API (``/api/runs``
+and ``/api/runs/RUN``): writers see no errors, readers never an
 error nor a run half-ended; afterwards a ``wal_checkpoint(TRUNCATE)`` leaves the WAL under
 1 MB and ``integrity_check`` is ``ok``.
 """
@@ -33,9 +34,10 @@ def test_readers_during_the_queue_stress_and_pipelines_see_no_error_nor_a_half_e
     monkeypatch.setenv("PIPEKIT_PROGRESS", "0")
     store = get_store()
     ids = [function_task(noop, f"noop{i}") for i in range(60)]
-    readers = [subprocess.Popen([sys.executable, str(SCRIPTS / "reader.py"), str(tmp_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
+    readers = [subprocess.Popen([sys.executable, str(SCRIPTS / "reader.py"), str(tmp_path),
+                                 how], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+               for how in ("cli", "ui")]
     try:
         for task_id in ids:
             Task.enqueue(task_id, "default")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import lease_ttl
-from ..errors import BadRequest, PipekitError
+from ..errors import BadRequest, NotFound, PipekitError
 from ..models import Status
 from ..runs import abort, abort_run, busy, clone_run, owner_alive
 from ..store import Store
@@ -75,7 +75,12 @@ def new_run(store: Store, run_id: str, params: Mapping[str, Any],
         if not live.get(queue):
             raise BadRequest(f"queue {queue!r} has no live agent: run it here, or start "
                              f"`pipekit agent --queue {queue}` first")
-    clone = clone_run(run_id, dict(params), store=store)
+    try:
+        clone = clone_run(run_id, dict(params), store=store)
+    except NotFound:
+        raise
+    except PipekitError as exc:  # not a run, a parameter it lacks, a value it cannot read
+        raise BadRequest(str(exc)) from exc
     if queue:
         store.enqueue(clone.id, queue)
     else:

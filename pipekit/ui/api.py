@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import BadRequest, PipekitError
+from ..errors import BadRequest, NotFound, PipekitError
 from ..models import Status, TaskInfo, TaskType
 from ..render import layout
 from ..runs import controller_lost, run_view
@@ -285,7 +285,7 @@ def task_plots(store: Store, task_id: str) -> dict[str, Any]:
 def image_of(store: Store, task_id: str, digest: str) -> tuple[str, bytes]:
     """An image a plot report of the task shows: its type and verified bytes.
 
-    :raises TaskNotFound: no such task. :raises BadRequest: no report of it shows that image.
+    :raises NotFound: no such task, or no report of it shows that image.
     """
     # lazy: only image requests verify blobs
     from ..store.blobs import verify_inline
@@ -300,7 +300,7 @@ def image_of(store: Store, task_id: str, digest: str) -> tuple[str, bytes]:
             path = store.blobs.verified_path(digest, report.title or "image")
             data = verify_inline(path.read_bytes(), digest, report.title or "image")
             return str(image.get("mime") or "application/octet-stream"), data
-    raise BadRequest(f"task {task_id} shows no image {digest!r}")
+    raise NotFound(f"task {task_id} shows no image {digest!r}")
 
 
 def task_log(store: Store, task_id: str, offset: int = 0) -> dict[str, Any]:
