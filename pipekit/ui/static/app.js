@@ -287,16 +287,12 @@ async function taskPage(id) {
   const panel = new StepPanel({ full: true, header: false });
   pg.obj = panel;
   main().append(h("div", { class: "task-page" }, head, panel.el));
-  let task;
-  try {
-    task = await api(`/api/tasks/${enc(id)}`);
-  } catch (err) {
-    if (!pg.alive) return;
-    reportError(err);
-    clear(head).append(h("h1", { text: "Task not found" }), h("p", { class: "muted", text: err.message }));
+  const task = await panel.load(id); // the panel fetches the task (and its charts) once
+  if (!pg.alive) return;
+  if (!task) {
+    clear(head).append(h("h1", { text: "Task not found" }));
     return;
   }
-  if (!pg.alive) return;
   const status = badge(task.status, { id: "task-status" });
   const dur = h("span", { class: "elapsed mono" });
   const abort = h("button", { type: "button", id: "abort-task", class: "danger", text: "Abort",
@@ -343,7 +339,6 @@ async function taskPage(id) {
     if (!isFinal(t.status)) later(pg, tick, 1000);
   };
   tick();
-  panel.load(task.id, task.name, task.run);
 }
 
 // -- compare ---------------------------------------------------------------------------------

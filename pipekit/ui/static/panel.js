@@ -98,7 +98,10 @@ export class StepPanel {
     this.logPre = null;
   }
 
-  /** Load task `taskId` (named `name` in its run, if it is a step). */
+  /**
+   * Load task `taskId` (named `name` in run `runId`, if it is a step); resolves to the task,
+   * or null when it could not be read (the error is on the banner and in the panes).
+   */
   async load(taskId, name, runId) {
     this._stop();
     const gen = this.gen;
@@ -106,16 +109,18 @@ export class StepPanel {
     this.runId = runId || null;
     this.stale = new Set();
     for (const pane of Object.values(this.panes)) clear(pane).append(h("p", { class: "empty", text: "loading…" }));
+    // the charts' data in parallel with the task's: a large task plots sooner
+    const early = { scalars: this._get("scalars"), plots: this._get("plots") };
     let task;
     try {
       task = await api(this._taskUrl());
     } catch (err) {
-      if (gen !== this.gen) return;
+      if (gen !== this.gen) return null;
       reportError(err);
       for (const pane of Object.values(this.panes)) clear(pane).append(h("p", { class: "empty", text: err.message }));
-      return;
+      return null;
     }
-    if (gen !== this.gen) return;
+    if (gen !== this.gen) return null;
     this.task = task;
     this._header(task, name, runId || task.run);
     this._parameters(task);
@@ -123,9 +128,10 @@ export class StepPanel {
     this._outputs(task);
     this._code(task);
     this._log(gen);
-    this._scalars(gen);
-    this._plots(gen);
+    this._scalars(gen, early.scalars);
+    this._plots(gen, early.plots);
     if (!isFinal(task.status)) this._later(() => this._poll(gen), TASK_POLL_MS);
+    return task;
   }
 
   /** The task's URL; as a step of a run, the run too (a cached step's task is older). */
@@ -380,12 +386,19 @@ export class StepPanel {
 
   // -- scalars and plots ---------------------------------------------------------------------
 
-  async _scalars(gen) {
+  /** GET /api/tasks/{id}/WHAT, as a promise that is never left unhandled. */
+  _get(what) {
+    const promise = api(`/api/tasks/${enc(this.taskId)}/${what}`);
+    promise.catch(() => {});
+    return promise;
+  }
+
+  async _scalars(gen, pending) {
     const pane = this.panes.scalars;
     const task = this.task;
     let data;
     try {
-      data = await api(`/api/tasks/${enc(this.taskId)}/scalars`);
+      data = await (pending || this._get("scalars"));
     } catch (err) {
       if (gen !== this.gen) return;
       reportError(err);
@@ -418,11 +431,11 @@ export class StepPanel {
     this.charts.scalars = scalarCharts(grid, charts, { width: this._chartWidth(grid) });
   }
 
-  async _plots(gen) {
+  async _plots(gen, pending) {
     const pane = this.panes.plots;
     let data;
     try {
-      data = await api(`/api/tasks/${enc(this.taskId)}/plots`);
+      data = await (pending || this._get("plots"));
     } catch (err) {
       if (gen !== this.gen) return;
       reportError(err);

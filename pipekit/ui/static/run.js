@@ -59,7 +59,8 @@ export class RunPage {
     const legend = h("div", { class: "dag-legend" },
       ["pending", "queued", "in_progress", "cached", "completed", "failed", "skipped", "stopped"]
         .map((st) => h("span", { class: "key", "data-status": st }, h("i"), st)));
-    this.dagWrap = h("div", { class: "dag-wrap" }, this.dagHost, zoom, legend);
+    this.dagEmpty = h("div", { class: "dag-empty", hidden: true });
+    this.dagWrap = h("div", { class: "dag-wrap" }, this.dagHost, this.dagEmpty, zoom, legend);
     this.bodyEl = h("div", { class: "run-body" }, this.dagWrap);
     this.page = h("div", { class: "run-page" }, this.head, this.bodyEl);
     this.main.append(this.page);
@@ -87,10 +88,19 @@ export class RunPage {
     if (!this.alive) return;
     this.id = view.id;
     this._render(view);
-    this.dag.render(view);
+    this._draw(view);
     this._tick();
     if (this.wanted) this.openStep(this.wanted.run, this.wanted.name);
     if (!this._final(view)) this._later(() => this._poll(), POLL_MS);
+  }
+
+  _draw(view) {
+    this.dag.render(view);
+    const empty = !(view.nodes || []).length;
+    this.dagEmpty.hidden = !empty;
+    this.dagEmpty.textContent = !empty ? ""
+      : isFinal(view.status) ? "This run has no steps."
+        : "Waiting for the pipeline to start: its steps appear here as it adds them…";
   }
 
   _final(view) {
@@ -242,7 +252,7 @@ export class RunPage {
       const view = await api(`/api/runs/${enc(this.id)}`);
       if (!this.alive) return;
       this.view = view;
-      this.dag.render(view);
+      this._draw(view);
       // what the newest status names that even this view does not draw: not worth a redraw
       if (this.lastStatus) this.missing = this.dag.update(this.lastStatus).sort().join("\n");
       this._status(view);

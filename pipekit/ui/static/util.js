@@ -92,7 +92,7 @@ export async function api(path, options = {}) {
   if (options.signal) init.signal = options.signal;
   let response;
   try {
-    response = await fetch(path, init);
+    response = await (takePrefetched(method, path) || fetch(path, init));
   } catch (err) {
     if (err && err.name === "AbortError") throw err;
     throw new ApiError(0, "cannot reach the pipekit ui server: is it still running?");
@@ -105,6 +105,15 @@ export async function api(path, options = {}) {
     throw new ApiError(response.status, message);
   }
   return data;
+}
+
+/** The response boot.js started for GET `path` before the modules loaded, once. */
+function takePrefetched(method, path) {
+  const early = window.__pkPrefetch;
+  if (method !== "GET" || !early || !early[path]) return null;
+  const pending = early[path];
+  delete early[path];
+  return pending;
 }
 
 export function qs(params) {
