@@ -384,7 +384,14 @@ def test_compare_highlights_the_changed_parameter(page: Any, server: UIServer,
                                                   runs: dict[str, str]) -> None:
     from playwright.sync_api import expect
 
-    open_route(page, server, f"/compare?runs={runs['first']},{runs['second']}")
+    # pick the two runs in the runs list, then Compare
+    open_route(page, server, "/runs")
+    expect(page.locator("#compare-runs")).to_be_disabled()
+    for run_id in (runs["first"], runs["second"]):
+        page.locator(f'tr[data-run="{run_id}"] input[type="checkbox"]').check()
+    page.locator("#compare-runs").click()
+    page.wait_for_url(re.compile(r"#/compare\?runs="))
+    assert set(page.url.split("runs=")[1].split(",")) == {runs["first"], runs["second"]}
     table = page.locator("table#compare-params")
     expect(table.locator('tr[data-param="lr"]')).to_have_class(re.compile(r"\bdiffers\b"))
     expect(table.locator('tr[data-param="lr"]')).to_contain_text("0.5")
