@@ -1,11 +1,10 @@
-"""Pipeline runs as a whole: open one, look at one, start a script, run one again.
+"""Pipeline runs as a whole: open one, start a script, run one again, resume or abort one.
+
+Looking at a run is :mod:`pipekit.views`.
 
 * :func:`open_run` — a pipeline about to run gets its controller task and run record: a new
   task, or the task this process was started to execute (``pipekit run``, ``pipekit rerun``,
   a pipeline that is a step of another), taken over with its ``Args``; and its version.
-* :func:`run_view` — a run as plain data: its parameters, and its DAG with every step's
-  status, timing, cache hit, parameters and outputs, pipelines nested in a step included.
-  ``pipekit runs show`` prints it, ``--json`` dumps it, ``pipekit export`` draws it.
 * :func:`launch_script` — ``pipekit run SCRIPT``: a draft controller task for the script,
   whose pipeline takes it over (:func:`pipekit.runner.Runner.start`), ``--param`` values
   becoming its ``Args``.
@@ -41,10 +40,11 @@ from .script import script_info
 from .store import Store, get_store
 from .task import current_step
 from .versioning import choose_version, provisional_version
+from .views import has_run, require_run
 from .worker import run_task
 
 __all__ = ["OpenRun", "Ownership", "abort", "abort_run", "clone_run", "enqueue_controller",
-           "execute", "launch_script", "open_run", "resume", "resume_as", "run_view",
+           "execute", "launch_script", "open_run", "resume", "resume_as",
            "take_for_resume", "take_run"]
 
 MODES = ("debug", "local")
@@ -298,116 +298,12 @@ def _take_over(store: Store, spec: PipelineSpec, adopted: TaskInfo, params: list
     return store.get_task(adopted.id)
 
 
-# -- looking at runs -------------------------------------------------------------------------------
-
-
-def _require_run(store: Store, run_id: str) -> str:
-    run_id = store.resolve_task_id(run_id)
-    info = store.get_task(run_id)
-    if info.type != TaskType.controller.value:
-        raise PipekitError(f"task {run_id} is not a pipeline run")
-    if not _has_run(store, run_id):
-        why = f": {info.status_reason}" if info.status_reason else ""
-        raise PipekitError(f"task {run_id} ({info.status}{why}) never started its pipeline "
-                           f"(pipekit logs {run_id[:12]})")
-    return run_id
-
-
-def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict[str, Any]:
-    """Run ``run_id`` (an id or unique prefix) as plain, JSON-ready data.
-
-    :param depth: how many levels of nested pipelines to include.
-    """
-    store = store or get_store()
-    run_id = _require_run(store, run_id)
-    task = store.get_task(run_id)
-    run = store.get_run(run_id)
-    nodes = []
-    for node in store.list_nodes(run_id):
-        entry: dict[str, Any] = {
-            "name": node.name, "parents": node.parents, "status": node.status,
-            "task": node.task, "started": node.started, "ended": node.ended,
-            "duration": _duration(node.started, node.ended),
-            "attempt": node.attempt, "cached": node.status == "cached",
-            "cache_key": node.cache_key, "parameters": {}, "outputs": [], "runs": []}
-        if node.task:
-            step = store.get_task(node.task)
-            entry["reason"] = step.status_reason
-            if node.status == Status.failed.value:  # why, in the step's own words
-                entry["log_tail"] = _log_tail(store, node.task)
-            entry["parameters"] = {key: p.value for key, p in
-                                   store.get_parameters(node.task).items()}
-            entry["outputs"] = [{"name": a.name, "type": a.ref.type, "size": a.ref.size,
-                                 "digest": a.ref.digest, "preview": a.preview}
-                                for a in store.list_artifacts(node.task)]
-            if depth > 0:
-                entry["runs"] = _nested(store, node.task, step, depth - 1)
-        nodes.append(entry)
-    return {
-        "id": run_id, "name": task.name, "project": task.project, "status": task.status,
-        "reason": task.status_reason, "version": run.version,
-        "structure_hash": run.structure_hash, "origin": run.origin,
-        "owner": run.owner, "controller_lost": controller_lost(task, run),
-        "parent": task.parent, "created": task.created, "started": task.started,
-        "ended": task.ended, "duration": _duration(task.started, task.ended),
-        "parameters": {p.name: p.value for p in store.get_parameters(run_id).values()
-                       if p.section == "Args"},
-        "outputs": [{"name": a.name, "type": a.ref.type, "preview": a.preview}
-                    for a in store.list_artifacts(run_id)],
-        "nodes": nodes,
-    }
-
-
-#: how many of a failed step's last log lines ``runs show`` prints
-LOG_TAIL_LINES = 12
-
-
-def _log_tail(store: Store, task_id: str) -> list[str]:
-    """The last :data:`LOG_TAIL_LINES` lines of a task's log (none if it has no log)."""
-    path = store.log_path(task_id)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return text.splitlines()[-LOG_TAIL_LINES:]
-
-
-def controller_lost(task: TaskInfo, run: RunRecord) -> bool:
-    """Whether a run is ``in_progress`` with no controller heartbeat for a lease TTL."""
-    last = run.heartbeat or task.created or 0.0
-    return task.status == Status.in_progress.value and last < time.time() - lease_ttl()
-
-
-def _nested(store: Store, task_id: str, step: TaskInfo, depth: int) -> list[dict[str, Any]]:
-    """Pipelines run inside a step: the step is itself a run (a controller task as a step),
-    or it started runs (a decorated pipeline called from a component).
-    """
-    ids = [task_id] if step.type == TaskType.controller.value and _has_run(store, task_id) \
-        else []
-    ids += [r.id for r in reversed(store.list_runs(parent=task_id))]
-    return [run_view(i, store=store, depth=depth) for i in ids]
-
-
-def _has_run(store: Store, task_id: str) -> bool:
-    try:
-        store.get_run(task_id)
-        return True
-    except PipekitError:
-        return False
-
-
 def _driven(store: Store, task_id: str) -> bool:
     """Whether task ``task_id`` has a run that some controller has owned."""
     try:
         return store.get_run(task_id).owner is not None
     except PipekitError:
         return False
-
-
-def _duration(started: float | None, ended: float | None) -> float | None:
-    return None if started is None or ended is None else round(ended - started, 3)
 
 
 def _args(store: Store, task_id: str, overrides: Mapping[str, str]) -> list[ParamInfo]:
@@ -479,7 +375,7 @@ def clone_run(run_id: str, params: Mapping[str, str] | None = None, *,
         cannot read.
     """
     store = store or get_store()
-    run_id = _require_run(store, run_id)
+    run_id = require_run(store, run_id)
     source = store.get_task(run_id)
     if not source.script.get("path"):
         raise PipekitError(f"run {run_id} has no script to run again "
@@ -543,7 +439,7 @@ def take_for_resume(run_id: str, *, force: bool = False) -> tuple[str, str]:
     :raises RunBusy: a live controller or another resume holds the run (unless ``force``).
     """
     store = get_store()
-    run_id = _require_run(store, run_id)
+    run_id = require_run(store, run_id)
     info = store.get_task(run_id)
     if info.status != Status.in_progress.value:
         raise PipekitError(f"run {run_id} has already ended ({info.status}): nothing to "
@@ -579,7 +475,7 @@ def abort(task_id: str, reason: str = "aborted by user", *,
     """
     store = store or get_store()
     task_id = store.resolve_task_id(task_id)
-    stopped = store.finish_run(task_id, Status.stopped, reason) if _has_run(store, task_id) \
+    stopped = store.finish_run(task_id, Status.stopped, reason) if has_run(store, task_id) \
         else store.set_status(task_id, Status.stopped, reason=reason)
     info = store.get_task(task_id)
     if not stopped:
@@ -593,4 +489,4 @@ def abort_run(run_id: str, reason: str = "aborted by user") -> TaskInfo:
     :raises PipekitError: ``run_id`` is not a run, or it has already finished.
     """
     store = get_store()
-    return abort(_require_run(store, run_id), reason, store=store)
+    return abort(require_run(store, run_id), reason, store=store)

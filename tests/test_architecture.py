@@ -471,7 +471,7 @@ LEVELS: dict[str, int] = {
                      "monitoring", "versioning", "storage", "alias", "plots"], 2),
     **dict.fromkeys(["logger", "finish", "connect", "script", "task", "executor"], 3),
     **dict.fromkeys(["functions", "worker", "script_main", "definition", "launch", "runs",
-                     "restore", "runner"], 4),
+                     "restore", "runner", "views"], 4),
     **dict.fromkeys(["controller", "decorator", "progress", "testing", "agent"], 5),
     **dict.fromkeys(["cli", "ui", "automation", "__main__"], 6),
     "": 7,  # pipekit/__init__.py

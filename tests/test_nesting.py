@@ -7,7 +7,7 @@
     and executes its script with ``PIPEKIT_TASK_ID`` set; the script's pipeline takes the clone
     over, with the step's ``Args`` overrides.
 
-In both, :func:`pipekit.runs.run_view` of the outer run lists the inner run, with its nodes,
+In both, :func:`pipekit.views.run_view` of the outer run lists the inner run, with its nodes,
 under the calling node's ``"runs"``.
 """
 
@@ -26,8 +26,8 @@ from pipeline_helpers import assert_cascade, node_statuses, step_tasks
 
 from pipekit import PipelineController, PipelineDecorator, Task
 from pipekit.models import RunSummary
-from pipekit.runs import run_view
 from pipekit.store import get_store
+from pipekit.views import run_view
 
 # Components reach a step process as cloudpickle; this test module is not importable there
 # (tests/ is no package), so its functions travel by value, as a script's do.

@@ -221,7 +221,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     shown under it.
     """
     # lazy: `pipekit --help` and other commands load only what they use
-    from ..runs import run_view
+    from ..views import run_view
 
     view = run_view(run_id)
     if as_json:

@@ -69,6 +69,11 @@ SELECT_OUTPUT_OBJECTS = ("SELECT 'artifact', name, digest, inline FROM artifact 
 TOUCH_TASK = "UPDATE task SET last_update = ? WHERE id = ?"
 
 #: ``(title, series, min, max, last)`` of a task's scalars; "last" is at the highest iteration
+#: a task's scalars grouped into charts, each series by iteration (the index's order)
+SCALAR_COLUMNS = ("SELECT title, series, iteration, value FROM scalar WHERE task_id = ? "
+                  "ORDER BY title, series, iteration, id")
+COUNT_SCALARS = "SELECT COUNT(*) FROM scalar WHERE task_id = ?"
+
 LAST_SCALARS = (
     "SELECT title, series, MIN(value), MAX(value), "
     "(SELECT s2.value FROM scalar s2 WHERE s2.task_id = s.task_id "

@@ -16,8 +16,8 @@ from typing import Any
 from ..errors import BadRequest, NotFound, PipekitError
 from ..models import Status, TaskInfo, TaskType
 from ..render import layout
-from ..runs import controller_lost, run_view
 from ..store import Store
+from ..views import controller_lost, duration, require_run, run_view
 
 __all__ = ["FINAL", "LOG_CHUNK", "MAX_PAGE", "BadRequest", "compare", "image_of", "list_runs",
            "list_tasks", "meta", "page", "require_run", "run_page", "run_status", "task_log",
@@ -33,10 +33,6 @@ LOG_CHUNK = 256 * 1024
 #: how many runs or tasks a comparison takes
 COMPARE = (2, 5)
 _INPUT = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def _duration(started: float | None, ended: float | None) -> float | None:
-    return None if started is None or ended is None else round(ended - started, 3)
 
 
 def page(offset: int, limit: int) -> tuple[int, int]:
@@ -75,7 +71,7 @@ def list_runs(store: Store, *, project: str | None = None, pipeline: str | None 
                   "status": r.status, "reason": r.status_reason,
                   "controller_lost": r.controller_lost, "created": r.created,
                   "started": r.started, "ended": r.ended,
-                  "duration": _duration(r.started, r.ended), "user": users.get(r.id),
+                  "duration": duration(r.started, r.ended), "user": users.get(r.id),
                   "origin": r.origin, "parent": r.parent} for r in runs],
         "projects": store.list_projects(),
         "pipelines": sorted({p.name for p in store.list_pipelines(project)}),
@@ -91,14 +87,14 @@ def list_tasks(store: Store, *, project: str | None = None, status: Sequence[str
         found = [t for t in found if t.parent is None and t.type != TaskType.controller.value]
     chosen = found[offset:offset + limit]
     return {"total": len(found), "offset": offset, "limit": limit,
-            "tasks": [_task_row(t) for t in chosen]}
+            "tasks": [_task_row(t) for t in chosen], "projects": store.list_projects()}
 
 
 def _task_row(info: TaskInfo) -> dict[str, Any]:
     return {"id": info.id, "project": info.project, "name": info.name, "type": info.type,
             "status": info.status, "reason": info.status_reason, "created": info.created,
             "started": info.started, "ended": info.ended,
-            "duration": _duration(info.started, info.ended), "parent": info.parent,
+            "duration": duration(info.started, info.ended), "parent": info.parent,
             "user": info.user}
 
 
@@ -136,11 +132,11 @@ def run_status(store: Store, run_id: str, *, depth: int = 3) -> dict[str, Any]:
     nodes = store.list_nodes(run_id)
     out: dict[str, Any] = {
         "id": run_id, "status": task.status, "reason": task.status_reason,
-        "ended": task.ended, "duration": _duration(task.started, task.ended),
+        "ended": task.ended, "duration": duration(task.started, task.ended),
         "controller_lost": controller_lost(task, run),
         "nodes": {n.name: {"status": n.status, "task": n.task, "attempt": n.attempt,
                            "started": n.started, "ended": n.ended,
-                           "duration": _duration(n.started, n.ended),
+                           "duration": duration(n.started, n.ended),
                            "cached": n.status == "cached"} for n in nodes},
         "runs": {}}
     if depth > 0:
@@ -183,7 +179,7 @@ def task_page(store: Store, task_id: str, run_id: str | None = None) -> dict[str
                     "url": f"/api/models/{m.id}"} for m in store.list_models(task_id)],
         "single_values": store.single_values(task_id),
         "plots": sum(1 for r in reports if r.kind == "plot"),
-        "scalars": sum(1 for _ in store.scalars(task_id)),
+        "scalars": store.count_scalars(task_id),
         "code": store.task_code(task_id),
         "script": {k: v for k, v in info.script.items() if k != "callable"},
         "cache": _cache(store, info, node),
@@ -248,13 +244,8 @@ def task_scalars(store: Store, task_id: str) -> dict[str, Any]:
     """``{"charts": {title: {series: {"x": [...], "y": [...]}}}}`` in stored order."""
     task_id = store.resolve_task_id(task_id)
     store.get_task(task_id)
-    charts: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for point in store.scalars(task_id):
-        series = charts.setdefault(point.title, {}).setdefault(point.series,
-                                                               {"x": [], "y": []})
-        series["x"].append(point.iteration)
-        series["y"].append(point.value)
-    return {"charts": charts}
+    return {"charts": {title: {name: {"x": xs, "y": ys} for name, (xs, ys) in series.items()}
+                       for title, series in store.scalar_columns(task_id).items()}}
 
 
 def task_plots(store: Store, task_id: str) -> dict[str, Any]:
@@ -392,16 +383,3 @@ def _run_values(store: Store, view: Mapping[str, Any]
         if node.get("task"):
             sources.append((node["name"], node["task"]))
     return values, sources
-
-
-def require_run(store: Store, run_id: str) -> str:
-    """The full id of run ``run_id``.
-
-    :raises TaskNotFound: no task has this id. :raises PipekitError: not a pipeline run.
-    """
-    run_id = store.resolve_task_id(run_id)
-    info = store.get_task(run_id)
-    if info.type != TaskType.controller.value:
-        raise BadRequest(f"task {run_id} is not a pipeline run")
-    return run_id
-

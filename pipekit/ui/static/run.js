@@ -139,7 +139,9 @@ export class RunPage {
       h("span", null, "run ", idEl(view.id)),
       view.project ? h("span", null, "project ", h("b", { text: view.project })) : null,
       h("span", null, "started ", timeEl(view.started || view.created)),
-      view.owner ? h("span", { title: "owner" }, "by ", h("b", { text: view.owner })) : null,
+      view.user ? h("span", { title: "who ran it" }, "by ", h("b", { text: view.user })) : null,
+      view.owner ? h("span", { title: "the controller process driving it (host:pid)" }, "controller ",
+        h("b", { text: view.owner })) : null,
       view.origin ? h("span", { class: "muted", text: view.origin, title: "origin" }) : null,
       view.parent ? h("span", null, "inside ", idEl(view.parent, `#/task/${enc(view.parent)}`)) : null);
     this.reasonEl = h("div", { class: "reason", hidden: true });
