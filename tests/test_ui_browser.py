@@ -3,7 +3,8 @@ Python, against the real server (``pipekit ui --port 0``, a subprocess) on a sto
 real pipeline runs (``pipekit run`` / ``pipekit rerun`` on the scripts in
 ``tests/ui_scripts/``).
 
-The tests use only the selectors of docs/ui-api.md's page contract. Every page a test opens
+The tests use the selectors of docs/ui-api.md's page contract (and a runs-list row's
+checkbox, to pick runs to compare). Every page a test opens
 fails the test on any console error or uncaught page error (a CSP violation is a console
 error), on a visible error banner (``#error``), and on a traceback the server printed.
 
