@@ -347,7 +347,7 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
     """
     # lazy: `pipekit --help` and other commands load only what they use
     from ..render import render
-    from ..runs import run_view
+    from ..views import run_view
 
     text = render(run_view(run_id), fmt)
     if output is None:

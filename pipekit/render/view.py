@@ -1,7 +1,7 @@
 """The run view every format draws, and what every format reads from it the same way.
 
 A *run view* is a plain mapping. The CLI's ``pipekit export`` builds it from the store with
-:func:`pipekit.runs.run_view`; :func:`view_of_dag` builds one from a bare
+:func:`pipekit.views.run_view`; :func:`view_of_dag` builds one from a bare
 :class:`~pipekit.dag.Dag`::
 
     {"id": str, "name": str, "project": str, "status": str, "version": str,
