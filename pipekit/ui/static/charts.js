@@ -51,7 +51,9 @@ export function linePlot(body, lines, options = {}) {
     series,
     axes: [
       { stroke: "#555", grid: { stroke: "#eceff3" }, ticks: { stroke: "#d0d5dd" },
-        label: options.xTitle || undefined, labelSize: options.xTitle ? 18 : undefined },
+        label: options.xTitle || undefined, labelSize: options.xTitle ? 18 : undefined,
+        // iterations are whole numbers: no tick at 0.5
+        incrs: options.integerX ? INTEGER_STEPS : undefined },
       { stroke: "#555", grid: { stroke: "#eceff3" }, ticks: { stroke: "#d0d5dd" },
         size: 56, label: options.yTitle || undefined, labelSize: options.yTitle ? 18 : undefined },
     ],
@@ -63,8 +65,13 @@ export function linePlot(body, lines, options = {}) {
   return plot;
 }
 
+/** Tick spacings for an axis of whole numbers (iterations). */
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2500, 5e3, 1e4,
+  2e4, 25e3, 5e4, 1e5, 2e5, 25e4, 5e5, 1e6, 2e6, 5e6, 1e7];
+
 /** One chart per title of /api/tasks/{id}/scalars' `charts`; returns the uPlot instances. */
 export function scalarCharts(host, charts, options = {}) {
+  options = { ...options, integerX: true };
   const plots = [];
   const titles = Object.keys(charts || {}).sort(natural);
   for (const title of titles) {
@@ -84,6 +91,7 @@ export function scalarCharts(host, charts, options = {}) {
  * per item (a dash per series name), the legend naming the item's label.
  */
 export function compareCharts(host, charts, items, options = {}) {
+  options = { ...options, integerX: true };
   const plots = [];
   const index = new Map(items.map((item, i) => [item.id, i]));
   for (const title of Object.keys(charts || {}).sort(natural)) {
