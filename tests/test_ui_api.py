@@ -25,6 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 import pipekit  # noqa: E402
 from pipekit import PipelineDecorator  # noqa: E402
+from pipekit.models import Status  # noqa: E402
 from pipekit.store import get_store, reset_store  # noqa: E402
 from pipekit.testing import wait_until  # noqa: E402
 from pipekit.ui.app import create_app, local_hosts  # noqa: E402
@@ -288,6 +289,34 @@ def test_a_corrupt_artifact_is_refused_not_served(shared, tmp_path) -> None:
         assert "x" * 100 not in response.text
     finally:
         path.write_bytes(original)
+
+
+def test_models_download_verified(tmp_path) -> None:
+    from pipekit import Task
+
+    task = Task.create(project_name="ui", task_name="with-model")
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\x00weights" * 1000)
+    task.upload_model("net", weights)
+    (model,) = get(f"/api/tasks/{task.id}")["models"]
+    response = client().get(model["url"])
+    assert response.status_code == 200 and response.content == weights.read_bytes()
+    assert 'filename="weights.bin"' in response.headers["content-disposition"]
+    assert get("/api/models/nope", 404)["error"]
+    get_store().set_archived(task.id, True)
+
+
+def test_a_task_outside_pipelines_is_aborted_with_the_token() -> None:
+    from pipekit import Task
+
+    task = Task.create(project_name="ui", task_name="to-stop")
+    get_store().set_status(task.id, Status.in_progress)
+    response = client().post(f"/api/tasks/{task.id}/abort", headers={"x-pipekit-token": TOKEN})
+    assert response.status_code == 200 and response.json() == {"id": task.id,
+                                                                "status": "stopped"}
+    assert get_store().get_task(task.id).status_reason == "aborted from the web UI"
+    again = client().post(f"/api/tasks/{task.id}/abort", headers={"x-pipekit-token": TOKEN})
+    assert again.status_code == 409 and "already stopped" in again.json()["error"]
 
 
 def test_scalars_come_as_columns_per_title_and_series(shared) -> None:
