@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import psutil
 
 from . import context
 from . import params as P
@@ -40,7 +38,7 @@ from .script import script_info
 from .store import Store, get_store
 from .task import current_step
 from .versioning import choose_version, provisional_version
-from .views import has_run, require_run
+from .views import has_run, owner_gone, require_run
 from .worker import run_task
 
 __all__ = ["OpenRun", "Ownership", "abort", "abort_run", "clone_run", "enqueue_controller",
@@ -116,15 +114,7 @@ def owner_alive(run: RunRecord) -> bool:
     """
     if not run.owner or run.heartbeat is None or run.heartbeat < time.time() - lease_ttl():
         return False
-    where = context.owner_process(run.owner)
-    if where is not None and where[0] == socket.gethostname():
-        try:  # (one that exited but was not waited for yet, a zombie, is gone too)
-            return psutil.Process(where[1]).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-        except psutil.AccessDenied:  # another user's: it exists
-            return True
-    return True
+    return not owner_gone(run.owner)
 
 
 def take_run(run_id: str, owner: str, *, force: bool = False,

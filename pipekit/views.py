@@ -8,17 +8,22 @@ costs the same few queries as a 5-step one.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+import psutil
+
+from . import context
 from .config import lease_ttl
 from .errors import PipekitError
-from .models import NodeRecord, RunRecord, Status, TaskInfo, TaskType
+from .models import NodeRecord, RunRecord, RunSummary, Status, TaskInfo, TaskType
 from .store import Store, get_store
 
-__all__ = ["LOG_TAIL_LINES", "controller_lost", "duration", "has_run", "log_tail",
-           "require_run", "run_view"]
+__all__ = ["LOG_TAIL_LINES", "controller_lost", "duration", "has_run", "listed_lost", "log_tail",
+           "mark_lost", "owner_gone", "require_run", "run_view"]
 
 #: how many of a failed step's last log lines ``runs show`` prints
 LOG_TAIL_LINES = 12
@@ -54,10 +59,42 @@ def duration(started: float | None, ended: float | None) -> float | None:
     return None if started is None or ended is None else round(ended - started, 3)
 
 
+def owner_gone(owner: str | None) -> bool:
+    """Whether ``owner`` (a run's ``host:pid``) ran on this host and its process has ended
+    (or exited and awaits its parent: a zombie). Another host's owner is never known gone
+    here: only its heartbeat tells.
+    """
+    where = context.owner_process(owner) if owner else None
+    if where is None or where[0] != socket.gethostname():
+        return False
+    try:
+        return psutil.Process(where[1]).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:  # another user's: it exists
+        return False
+
+
 def controller_lost(task: TaskInfo, run: RunRecord) -> bool:
-    """Whether a run is ``in_progress`` with no controller heartbeat for a lease TTL."""
+    """Whether a run is ``in_progress`` and nobody drives it: no controller heartbeat for a
+    lease TTL, or its controller ran here and its process is gone (seen at once).
+    """
+    if task.status != Status.in_progress.value:
+        return False
     last = run.heartbeat or task.created or 0.0
-    return task.status == Status.in_progress.value and last < time.time() - lease_ttl()
+    return last < time.time() - lease_ttl() or owner_gone(run.owner)
+
+
+def listed_lost(run: RunSummary) -> bool:
+    """:func:`controller_lost` for a run as listed (the store counted the heartbeat)."""
+    return run.controller_lost or (run.status == Status.in_progress.value
+                                   and owner_gone(run.owner))
+
+
+def mark_lost(runs: Sequence[RunSummary]) -> list[RunSummary]:
+    """``runs`` with ``controller_lost`` as :func:`listed_lost` sees it."""
+    return [attrs.evolve(r, controller_lost=True) if not r.controller_lost and listed_lost(r)
+            else r for r in runs]
 
 
 def run_view(run_id: str, *, store: Store | None = None, depth: int = 3) -> dict[str, Any]:

@@ -647,8 +647,8 @@ def test_rerun_from_python_with_task_clone(marks: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_controller_here_shows_lost_at_once(marks: Path, sig: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPEKIT_LEASE_TTL", "3")
     store = get_store()
     proc = run_waits(30, new_session=True)
@@ -667,7 +667,9 @@ def test_a_dead_controller_shows_lost_within_one_ttl(marks: Path, sig: int,
         killed = time.monotonic()
         [listed] = poll(lambda: [r for r in json.loads(pk("runs", "ls", "--json").stdout)
                                  if r["controller_lost"]], 15, "the run to show lost")
-        assert time.monotonic() - killed < 3 + 2  # within one TTL (+ the poll's own pace)
+        # Its process is known gone on this host: at once, well inside the 3 s TTL (another
+        # host's controller is seen lost once its heartbeat is a TTL old: the store's part).
+        assert time.monotonic() - killed < 2
         assert listed["id"] == run and listed["status"] == "in_progress"
         assert "controller lost" in pk("runs", "show", run).stdout
         assert show(run)["controller_lost"] is True

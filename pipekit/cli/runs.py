@@ -201,8 +201,10 @@ def runs_ls(project: str | None, name: str | None, statuses: tuple[str, ...], li
     """List pipeline runs, most recent first."""
     # lazy: `pipekit --help` and other commands load only what they use
     from ..store import get_store
+    from ..views import mark_lost
 
-    found = get_store().list_runs(project=project, name=name, status=statuses, limit=limit)
+    found = mark_lost(get_store().list_runs(project=project, name=name, status=statuses,
+                                            limit=limit))
     listing(found, as_json, "runs",
             ["id", "project", "pipeline", "version", "status", "started", "origin"],
             lambda r: [r.id[:12], r.project, r.name, r.version or "",

@@ -17,7 +17,7 @@ from ..errors import BadRequest, NotFound, PipekitError
 from ..models import Status, TaskInfo, TaskType
 from ..render import layout
 from ..store import Store
-from ..views import controller_lost, duration, require_run, run_view
+from ..views import controller_lost, duration, listed_lost, require_run, run_view
 
 __all__ = ["FINAL", "LOG_CHUNK", "MAX_PAGE", "BadRequest", "compare", "image_of", "list_runs",
            "list_tasks", "meta", "page", "require_run", "run_page", "run_status", "task_log",
@@ -69,7 +69,7 @@ def list_runs(store: Store, *, project: str | None = None, pipeline: str | None 
         "offset": offset, "limit": limit,
         "runs": [{"id": r.id, "project": r.project, "pipeline": r.name, "version": r.version,
                   "status": r.status, "reason": r.status_reason,
-                  "controller_lost": r.controller_lost, "created": r.created,
+                  "controller_lost": listed_lost(r), "created": r.created,
                   "started": r.started, "ended": r.ended,
                   "duration": duration(r.started, r.ended), "user": users.get(r.id),
                   "origin": r.origin, "parent": r.parent} for r in runs],
