@@ -79,11 +79,14 @@ class Agent:
     :param create_queues: create queues that do not exist (else they are an error).
     :param exit_when_idle: stop once nothing is queued or running for this long (tests and
         ``pipekit run``'s local agents).
+    :param in_process: run function tasks in this process (a thread each) instead of a
+        worker process each: no interpreter start per task, for many small trusted tasks;
+        such a task cannot be killed mid-run (an abort fences its result out instead).
     """
 
     def __init__(self, queues: Sequence[str], *, workers: int = 1, ttl: float | None = None,
                  poll: float = 0.5, grace: float | None = None, create_queues: bool = False,
-                 exit_when_idle: float | None = None) -> None:
+                 exit_when_idle: float | None = None, in_process: bool = False) -> None:
         if not queues:
             raise PipekitError("an agent needs at least one queue (--queue NAME)")
         if workers < 1:
@@ -95,6 +98,7 @@ class Agent:
         self.grace = self.ttl if grace is None else grace
         self.create_queues = create_queues
         self.exit_when_idle = exit_when_idle
+        self.in_process = in_process
         self.worker = context.worker_id()
         self.id: str | None = None
         self._slots: dict[str, _Slot] = {}
@@ -188,12 +192,15 @@ class Agent:
         claim = slot.claim
         env = {TASK_ENV: claim.task.id, LEASE_ENV: context.lease_env(claim.lease),
                HOME_ENV: str(store.settings.home), DB_ENV: store.settings.db_url}
-        if claim.task.is_function:
+        if claim.task.is_function and not self.in_process:
             slot.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipekit.worker", "--quiet", claim.task.id],
                 env=dict(os.environ, **env), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             slot.sid = slot.proc.pid
+            # The loop hears of the end at once, not at its next poll.
+            threading.Thread(target=self._wake_after, args=(slot.proc,),
+                             name=f"pipekit-agent-wait-{slot.proc.pid}", daemon=True).start()
             return
 
         def on_start(pid: int) -> None:
@@ -212,6 +219,10 @@ class Agent:
         slot.thread = threading.Thread(target=run, name=f"pipekit-agent-{claim.task.id}",
                                        daemon=True)
         slot.thread.start()
+
+    def _wake_after(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self._wake.set()
 
     def _collect(self, store: Store) -> None:
         for task_id, slot in list(self._slots.items()):

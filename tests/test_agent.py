@@ -256,6 +256,33 @@ def test_agents_complete_queued_tasks_exactly_once(agents):
     _stress(120, 4, 2, 300, agents)
 
 
+def pid_of_runner():
+    import os as _os
+
+    return _os.getpid()
+
+
+def test_in_process_agents_run_function_tasks_in_their_own_process_exactly_once(agents):
+    """``--in-process``: no worker process per function task; each still claimed once,
+    completed once, its result and log stored like any other.
+    """
+    ids = [function_task(pid_of_runner, f"pid{i}") for i in range(60)]
+    for task_id in ids:
+        Task.enqueue(task_id, "default")
+    procs = [agents("--queue", "default", "--exit-when-idle", "1", "--in-process")
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    store = get_store()
+    pids = {p.pid for p in procs}
+    for task_id in ids:
+        info = store.get_task(task_id)
+        assert info.status == "completed", (info.status_reason, outputs)
+        assert store.lease_of(task_id)[0].attempt == 1
+        ran_in = Task(task_id).artifacts["out"].get()
+        assert ran_in in pids and info.worker.endswith(f":{ran_in}")  # the agent itself
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_eight_agents_complete_5000_queued_tasks_exactly_once(agents):

@@ -20,8 +20,12 @@ from .render import json_option, listing, when
               help="Create the queues that do not exist yet (else they are an error).")
 @click.option("--exit-when-idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop once nothing has been queued or running for this long.")
+@click.option("--in-process", is_flag=True,
+              help="Run function tasks in the agent's own process instead of one worker process "
+                   "each: much faster for many small trusted tasks, but a running task cannot "
+                   "be killed (an abort discards its result instead).")
 def agent(queues: tuple[str, ...], workers: int, create_queue: bool,
-          exit_when_idle: float | None) -> None:
+          exit_when_idle: float | None, in_process: bool) -> None:
     """Run queued tasks: claim each under a lease, run it in its own session, heartbeat.
 
     Stops gracefully on Ctrl-C or SIGTERM: it finishes what it runs (within one lease TTL,
@@ -34,8 +38,9 @@ def agent(queues: tuple[str, ...], workers: int, create_queue: bool,
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("pipekit.agent").setLevel(logging.INFO)
         logging.getLogger().setLevel(logging.INFO)
+    # (it logs what it serves once registered)
     Agent(list(queues), workers=workers, create_queues=create_queue,
-          exit_when_idle=exit_when_idle).run()  # it logs what it serves once registered
+          exit_when_idle=exit_when_idle, in_process=in_process).run()
 
 
 @click.group("agents")

@@ -17,7 +17,9 @@ PIPEKIT_HOME, and times its floor in that same process. Settings (environment):
 PIPEKIT_BENCH_STEPS (W1 and W3 chain length, default 1000; when unset, a chain run that takes more
 than 60 s falls back to 300 steps and the table says so), PIPEKIT_BENCH_REPEAT (repetitions
 per workload, medians reported; default 3), PIPEKIT_BENCH_TASKS (T1 task count, default 300),
-PIPEKIT_BENCH_ONLY (comma-separated workload ids, e.g. `w1,w2`; the table then holds those).
+PIPEKIT_BENCH_ONLY (comma-separated workload ids, e.g. `w1,w2`; the table then holds those),
+PIPEKIT_BENCH_W6_TASKS (W6 task count, default 2000), PIPEKIT_BENCH_PG (a PostgreSQL database URL:
+W6 runs against it too).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ REPEAT = int(os.environ.get("PIPEKIT_BENCH_REPEAT", "3"))
 ONLY = {w.strip().lower() for w in os.environ.get("PIPEKIT_BENCH_ONLY", "").split(",")
         if w.strip()}
 WORKLOAD_TIMEOUT = 900
+W6_TASKS = int(os.environ.get("PIPEKIT_BENCH_W6_TASKS", "2000"))
+W6_AGENTS = 8
 
 
 def w8_import() -> tuple[float, float]:
@@ -163,6 +167,33 @@ def wall_row(wid: str, what: str, floor_what: str, limit: float,
             f"{result['ratio']:.1f}×", f"≤ {limit:g}×", verdict(result["ratio"], limit))
 
 
+def w6_backends() -> list[tuple[str, str | None]]:
+    """SQLite always; PostgreSQL when ``PIPEKIT_BENCH_PG`` names a server database URL."""
+    found: list[tuple[str, str | None]] = [("SQLite", None)]
+    if os.environ.get("PIPEKIT_BENCH_PG"):
+        found.append(("PostgreSQL", os.environ["PIPEKIT_BENCH_PG"]))
+    return found
+
+
+def w6_row(backend: str, db: str | None) -> Row:
+    what = f"queue throughput ({backend}): {W6_AGENTS} `pipekit agent --in-process` " \
+           f"processes, {W6_TASKS:,} queued no-op function tasks"
+    print(f"bench: w6 {backend} ...", file=sys.stderr, flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PIPEKIT_HOME", "PIPEKIT_DB")}
+    if db:
+        env["PIPEKIT_DB"] = db
+    proc = subprocess.run([sys.executable, str(BENCH / "queue_bench.py"), str(W6_TASKS),
+                           str(W6_AGENTS)], capture_output=True, text=True,
+                          timeout=WORKLOAD_TIMEOUT, env=env)
+    if proc.returncode != 0:
+        return error_row("W6", what, {"error": " ".join(proc.stderr.strip().splitlines()[-1:])})
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return ("W6", what, f"{result['tasks_per_s']:,.0f} tasks/s",
+            f"{result['floor_tasks_per_s']:,.0f} tasks/s (8 processes, bare SQLite "
+            "claim + complete, `BEGIN IMMEDIATE`)", f"{result['ratio']:.2f}×",
+            "≥ 0.5× floor tasks/s", "pass" if result["ratio"] >= 0.5 else "**fail**")
+
+
 def wanted(wid: str) -> bool:
     return not ONLY or wid.lower() in ONLY
 
@@ -213,9 +244,8 @@ def main() -> int:
             "one process `np.save`s it to a file, another `np.load`s it", 1.5,
             run_workload("w5")))
     if wanted("w6"):
-        rows.append(("W6", "queue throughput: 8 agents, 2,000 no-op tasks",
-                     "not yet measurable (`pipekit agent` is not built yet)", "", "",
-                     "≥ 0.5× floor tasks/s", "—"))
+        for backend, db in w6_backends():
+            rows.append(w6_row(backend, db))
     if wanted("w7"):
         rows.append(("W7", "scale: 100 / 1,000 / 10,000-step layered DAGs in debug mode",
                      "not measured by `make bench` yet", "", "",
