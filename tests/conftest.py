@@ -180,5 +180,5 @@ def agents():
 
 
 # PostgreSQL: the throwaway server and the fixtures that point a test at it (postgres,
-# pg_store, backend); tests/postgres_helpers.py says how.
-from postgres_helpers import backend, pg_store, postgres  # noqa: E402, F401
+# pg_store, pg_blank, backend); tests/postgres_helpers.py says how.
+from postgres_helpers import backend, pg_blank, pg_store, postgres  # noqa: E402, F401

@@ -22,6 +22,7 @@ runs as the ``postgres`` user (Debian's package creates it), else as ``nobody``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -141,8 +142,9 @@ class Cluster:
     def restart(self) -> None:
         """Restart the server (``-m fast``: every session is ended, as a real restart does)."""
         self._close_admin()
-        result = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60",
-                           "restart")
+        # (the same options again: pg_ctl keeps them in postmaster.opts)
+        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast",
+                           "-w", "-t", "60", "restart")
         if result.returncode:
             raise RuntimeError(f"pg_ctl restart failed:\n{result.stderr}\n{self.server_log()}")
 
@@ -256,30 +258,49 @@ def sqlite_files(home: Path) -> list[Path]:
     return found
 
 
-@pytest.fixture
-def pg_store(postgres: Cluster, pipekit_home: Path, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[str]:
-    """This test's store is a fresh PostgreSQL database; yields its URL."""
+@contextlib.contextmanager
+def database_for_test(cluster: Cluster, home: Path, monkeypatch: pytest.MonkeyPatch, *,
+                      template: str = TEMPLATE) -> Iterator[str]:
+    """A new database (copied from ``template``) as this test's store; yields its URL. At the
+    end: the cascade invariant holds, no SQLite file appeared under ``home``, and the
+    database is dropped.
+    """
     import pipekit
     from pipekit.logger import flush_metrics
     from pipekit.store import reset_store
 
-    name = postgres.create_database()
-    url = postgres.url(name)
+    name = cluster.create_database(template=template)
+    url = cluster.url(name)
     monkeypatch.setenv("PIPEKIT_DB", url)
-    pipekit.configure(home=pipekit_home, db=url)
+    pipekit.configure(home=home, db=url)
     reset_store()
     try:
         yield url
         flush_metrics()
-        check_cascade_invariant(postgres, name)
-        found = sqlite_files(pipekit_home)
+        check_cascade_invariant(cluster, name)
+        found = sqlite_files(home)
         assert not found, f"SQLite files under PIPEKIT_HOME with a PostgreSQL store: {found}"
     finally:
         reset_store()
         monkeypatch.delenv("PIPEKIT_DB")
-        pipekit.configure(home=pipekit_home)
-        postgres.drop_database(name)
+        pipekit.configure(home=home)
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_store(postgres: Cluster, pipekit_home: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[str]:
+    """This test's store is a fresh, migrated PostgreSQL database; yields its URL."""
+    with database_for_test(postgres, pipekit_home, monkeypatch) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_blank(postgres: Cluster, pipekit_home: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[str]:
+    """This test's store is an empty PostgreSQL database (no schema yet); yields its URL."""
+    with database_for_test(postgres, pipekit_home, monkeypatch, template="template0") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -106,6 +106,7 @@ def test_a_step_on_a_queue_no_agent_serves_fails_after_the_start_timeout(monkeyp
     assert reason.startswith("no agent listening on queue 'gpu'")
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(tmp_path,
                                                                               agents):
     first = agents("--queue", "default")
@@ -128,6 +129,7 @@ def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(t
     assert after.artifacts["y"].get() == 4
 
 
+@pytest.mark.usefixtures("backend")
 def test_start_enqueues_the_controller_and_agents_run_everything(tmp_path, agents):
     script = tmp_path / "remote_pipeline.py"
     script.write_text(textwrap.dedent(f"""
