@@ -303,6 +303,12 @@ def pg_blank(postgres: Cluster, pipekit_home: Path, monkeypatch: pytest.MonkeyPa
         yield url
 
 
+#: ``@pytest.mark.parametrize("backend", SLOW_ON_POSTGRESQL, indirect=True)``: a test run on
+#: both, whose PostgreSQL run only ``make test-all`` makes (it is long, and what it shows on
+#: PostgreSQL a quicker test shows too)
+SLOW_ON_POSTGRESQL = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The store's database, each in turn: the test's SQLite file, then a PostgreSQL one."""

@@ -641,10 +641,15 @@ print(json.dumps({"done": done, "seconds": time.monotonic() - began}))
 
 @pytest.mark.timeout(180)
 def test_eight_processes_claim_and_complete_every_task_exactly_once(pg_store, store, tmp_path):
-    n_tasks, claimers = 500, 8
-    ids = [store.create_task(project="claims", name=f"t{i}").id for i in range(n_tasks)]
-    for i, tid in enumerate(ids):
-        store.enqueue(tid, "default", priority=i % 3)
+    n_tasks, claimers = 400, 8
+
+    def queue_them() -> list[str]:  # (in one transaction: the setup is not what is tested)
+        ids = [store.create_task(project="claims", name=f"t{i}").id for i in range(n_tasks)]
+        for i, tid in enumerate(ids):
+            store.enqueue(tid, "default", priority=i % 3)
+        return ids
+
+    ids = store.write(queue_them)
     go = tmp_path / "go"
     procs = start_children(tmp_path, CLAIMER, [
         [f"w{n}", str(go), str(tmp_path / f"ready{n}")] for n in range(claimers)])

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from pipeline_helpers import assert_cascade, node_statuses
+from postgres_helpers import SLOW_ON_POSTGRESQL
 
 from pipekit.artifacts import load_value
 from pipekit.crash import POINTS
@@ -318,6 +319,7 @@ def test_the_documented_example_resumes_running_only_what_was_left(tmp_path: Pat
 
 
 @pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("backend", SLOW_ON_POSTGRESQL, indirect=True)
 def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
         marks: Path, agents, monkeypatch: pytest.MonkeyPatch) -> None:
     """``start(queue=...)``: the agent running the controller dies with it; the lease reaper

@@ -863,3 +863,9 @@ class TestPostgresStore(StoreContract):
         store = get_store()
         assert store.dialect is POSTGRESQL and store.settings.db_url == pg_store
         return store
+
+    @pytest.mark.slow  # (the queue stress through agents runs on PostgreSQL in the quick set)
+    @pytest.mark.timeout(180)
+    def test_stress_8_processes_lose_nothing_and_never_see_lock_errors(self, store: Store,
+                                                                        tmp_path):
+        super().test_stress_8_processes_lose_nothing_and_never_see_lock_errors(store, tmp_path)

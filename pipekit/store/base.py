@@ -141,9 +141,15 @@ class StoreBase:
         return migrate.status(self.db, self.location)
 
     def close(self) -> None:
-        """Close this process's connection (a handle from another process is left alone)."""
-        if os.getpid() == self._pid and not self.db.is_closed():
+        """Close this process's connection (a handle from another process is left alone); on
+        PostgreSQL the pool's idle connections too.
+        """
+        if os.getpid() != self._pid:
+            return
+        if not self.db.is_closed():
             self.db.close()
+        if isinstance(self.db, PostgresDatabase):
+            self.db.close_idle()
 
     def integrity_check(self) -> str:
         """The database's own consistency check: ``"ok"``, or what it found wrong."""
