@@ -101,6 +101,39 @@ def _pg_schema(cluster, database: str) -> dict:
             "indexes": sorted(indexes), "foreign_keys": sorted(keys)}
 
 
+def every_statement(dialect) -> list[str]:
+    """Every hand-written statement the store runs, as this dialect runs it."""
+    from pipekit.store import statements as sql
+
+    texts = [v for k, v in vars(sql).items() if k.isupper() and isinstance(v, str)
+             and v.lstrip().split()[0] in ("SELECT", "INSERT", "UPDATE")]
+    texts = [sql.set_status(("status", "last_update"), 2),
+             sql.set_status(("status",), 1) + sql.FENCE, sql.update_node(("status", "task")),
+             sql.LEASE_HELD + dialect.row_lock, sql.SELECT_TAGS + dialect.row_lock,
+             sql.SELECT_STATUS + dialect.row_lock, sql.RUN_OWNER + dialect.row_lock,
+             sql.EXPIRED_LEASES + dialect.claim_lock,
+             *[t for t in texts if t not in (sql.FENCE,)]]
+    if dialect.notify:
+        texts.append(dialect.notify)
+    if dialect.migration_lock:
+        texts.append(dialect.migration_lock)
+    return [dialect.sql(text) for text in texts] + [dialect.claim(1), dialect.claim(3)]
+
+
+@pytest.mark.usefixtures("backend")
+def test_every_hand_written_statement_is_valid_sql_on_both(store):
+    """Each one planned by the database itself (``EXPLAIN``: names, types, grouping are
+    checked, nothing is run), with every parameter NULL."""
+    statements = every_statement(store.dialect)
+    assert len(statements) > 30
+    for text in statements:
+        params = [None] * text.count(store.dialect.param)
+        try:
+            store.db.execute_sql(f"EXPLAIN {text}", params).fetchall()
+        except Exception as exc:
+            raise AssertionError(f"{text}\n{exc}") from None
+
+
 def test_tables_py_equals_the_schema_migrations_build(pg_store, postgres):
     from pipekit.store.postgres import open_postgres
 
@@ -405,12 +438,58 @@ def test_a_connection_lost_while_committing_is_an_error_not_a_second_write(pg_st
     assert store.get_task(store.create_task(project="p", name="after").id).name == "after"
 
 
+def test_a_deadlock_is_retried_whole_and_both_writes_land(pg_store, store):
+    """Two writes locking two rows in opposite orders: the server aborts one (SQLSTATE 40P01,
+    raised by psycopg2 as its own DeadlockDetected), which is retried and then succeeds."""
+    a = store.create_task(project="p", name="a").id
+    b = store.create_task(project="p", name="b").id
+    both_hold_one = threading.Barrier(2, timeout=30)
+    attempts: list[str] = []
+    errors: list[BaseException] = []
+
+    def writer(first: str, second: str) -> None:
+        def fn() -> None:
+            attempts.append(first)
+            store._sql("SELECT 1 FROM task WHERE id = ? FOR UPDATE", (first,))
+            if attempts.count(first) == 1:
+                both_hold_one.wait()
+            store._sql("UPDATE task SET comment = ? WHERE id = ?", (f"by {first}", second))
+
+        try:
+            store.write(fn)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=pair) for pair in ((a, b), (b, a))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(attempts) == 3  # one of the two ran twice
+    assert {store.get_task(a).comment, store.get_task(b).comment} == {f"by {a}", f"by {b}"}
+
+
 def test_a_restarted_server_is_reconnected_to(pg_store, postgres, store):
     task = store.create_task(project="p", name="before-restart").id
     postgres.restart()
     assert store.get_task(task).name == "before-restart"
     store.set_status(task, Status.in_progress)
     assert store.get_task(task).status == "in_progress"
+
+
+def test_a_read_only_database_refuses_writes_in_one_line(pg_store, postgres, store):
+    task = store.create_task(project="p", name="a").id
+    postgres.execute(f'ALTER DATABASE "{db_name(pg_store)}" SET default_transaction_read_only '
+                     "= on")
+    from pipekit.store import reset_store
+
+    reset_store()
+    store = get_store()  # new sessions start read-only
+    assert store.get_task(task).name == "a"
+    with pytest.raises(StoreError, match="is read-only here: .*read-only transaction"):
+        store.set_status(task, Status.in_progress)
+    postgres.execute(f'ALTER DATABASE "{db_name(pg_store)}" RESET default_transaction_read_only')
 
 
 # -- the pool -------------------------------------------------------------------------------------

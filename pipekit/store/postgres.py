@@ -195,7 +195,8 @@ class WorkListener:
 
     def __init__(self, db: PostgresDatabase, queues: Iterable[str],
                  wake: Callable[[], None]) -> None:
-        self._connect_params = {"dbname": db.database, **db.connect_params}
+        self._connect_params = {"dbname": db.database, **db.connect_params,
+                                "application_name": "pipekit-listen"}
         self.queues = frozenset(queues)
         self._wake = wake
         self._stop = threading.Event()
