@@ -1,6 +1,7 @@
 """``pipekit agent``: a process that serves queues, running each task it claims under a lease.
 
-One loop, turned every ``poll`` seconds or sooner:
+One loop, turned every ``poll`` seconds or sooner (at once when a task is queued on one of
+its queues, where the store can tell: :meth:`~pipekit.store.queues.QueueStore.watch_queues`):
 
 * **reap** expired leases (any agent does it for every queue, so a dead agent's tasks are
   re-queued or failed "worker lost" even when no controller watches);
@@ -131,9 +132,13 @@ class Agent:
             signal.signal(signal.SIGINT, self._on_signal)
         log.info("agent %s (%s) serving %s with %d worker(s); Ctrl-C or SIGTERM to stop",
                  self.id, self.worker, ", ".join(self.queues), self.workers)
+        # Woken at once when a task is queued where the database can say so (PostgreSQL's
+        # NOTIFY); the loop's poll finds it otherwise.
+        watch = store.watch_queues(self.queues, self._wake.set)
         try:
             self._loop(store)
         finally:
+            watch.close()
             store.agent_heartbeat(self.id, [], state="stopped")
         return 0
 

@@ -20,6 +20,7 @@ import functools
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import tomllib
@@ -159,6 +160,15 @@ class Settings:
         if self.db_url.startswith("sqlite:///"):
             return Path(self.db_url[len("sqlite:///"):])
         return None
+
+
+def redact_url(url: str) -> str:
+    """A database URL as it may be shown: its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def get_settings() -> Settings:

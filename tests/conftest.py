@@ -177,3 +177,8 @@ def agents():
             proc.send_signal(signal.SIGCONT)  # (a test may have frozen it)
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+# PostgreSQL: the throwaway server and the fixtures that point a test at it (postgres,
+# pg_store, pg_blank, backend); tests/postgres_helpers.py says how.
+from postgres_helpers import backend, pg_blank, pg_store, postgres  # noqa: E402, F401

@@ -113,7 +113,10 @@ def _sleeper(tmp_path: Path) -> str:
     """, name="sleeper")
 
 
-@pytest.mark.parametrize("retries", [1, 0])
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize(("backend", "retries"), [
+    ("sqlite", 1), ("sqlite", 0), ("postgresql", 1),
+    pytest.param("postgresql", 0, marks=pytest.mark.slow)], indirect=["backend"])
 def test_a_killed_agents_task_is_requeued_then_fails_worker_lost(tmp_path, agents, retries):
     """RELIABILITY 8: the lease expires, a live agent reaps it: attempt 2 when retries
     remain, else failed "worker lost"."""
@@ -138,6 +141,7 @@ def test_a_killed_agents_task_is_requeued_then_fails_worker_lost(tmp_path, agent
         assert not (tmp_path / "started-2").exists()
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_stale_attempt_is_fenced_out(tmp_path, agents):
     """RELIABILITY 9: an agent frozen past its lease comes back after attempt 2 completed;
     its step's late result and artifact are rejected."""
@@ -165,6 +169,7 @@ def test_a_stale_attempt_is_fenced_out(tmp_path, agents):
     assert Task(task_id).artifacts["out"].get() == "attempt 2"
 
 
+@pytest.mark.usefixtures("backend")
 def test_aborting_a_task_kills_its_whole_session_double_forked_included(tmp_path, agents):
     """RELIABILITY 10 under an agent."""
     pidfile = tmp_path / "daemon.pid"
@@ -252,8 +257,12 @@ def _stress(n_tasks: int, n_agents: int, workers: int, timeout: float, agents) -
     assert len(served) > 1  # the agents shared the work
 
 
-def test_agents_complete_queued_tasks_exactly_once(agents):
-    _stress(120, 4, 2, 300, agents)
+def test_agents_complete_queued_tasks_exactly_once(agents, backend):
+    """On PostgreSQL too: agents in separate processes sharing only the database server (no
+    SQLite file anywhere: the ``pg_store`` fixture checks). Each task is a worker process,
+    so the second backend runs a fifth of the tasks (the store's own claim race, with more
+    contention, is in test_postgres.py)."""
+    _stress(120 if backend == "sqlite" else 24, 4, 2, 300, agents)
 
 
 def pid_of_runner():
@@ -285,6 +294,7 @@ def test_in_process_agents_run_function_tasks_in_their_own_process_exactly_once(
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+@pytest.mark.usefixtures("backend")
 def test_eight_agents_complete_5000_queued_tasks_exactly_once(agents):
     """RELIABILITY 1 at full size (make test-all)."""
     _stress(5000, 8, 1, 3500, agents)

@@ -474,6 +474,7 @@ def step_started(marks: Path) -> int:
 # -- tasks abort ----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("backend")
 def test_tasks_abort_stops_a_live_run(marks: Path) -> None:
     store = get_store()
     proc = run_waits(20)

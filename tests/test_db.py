@@ -128,6 +128,7 @@ def _in_forked_child(body) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@pytest.mark.usefixtures("backend")
 @pytest.mark.timeout(60)
 def test_store_handle_used_after_fork_raises_and_get_store_gives_a_new_one(store):
     task_id = store.create_task(project="fork", name="parent").id
@@ -172,6 +173,7 @@ def test_store_handle_used_after_fork_raises_and_get_store_gives_a_new_one(store
     assert store.integrity_check() == "ok"
 
 
+@pytest.mark.usefixtures("backend")
 @pytest.mark.timeout(60)
 def test_store_handle_in_multiprocessing_fork_child(store):
     import multiprocessing

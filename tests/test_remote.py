@@ -19,6 +19,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from pipeline_helpers import node_statuses
+from postgres_helpers import SLOW_ON_POSTGRESQL
 
 from pipekit import PipelineController, Task
 from pipekit.errors import DefinitionError
@@ -106,6 +107,8 @@ def test_a_step_on_a_queue_no_agent_serves_fails_after_the_start_timeout(monkeyp
     assert reason.startswith("no agent listening on queue 'gpu'")
 
 
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("backend", SLOW_ON_POSTGRESQL, indirect=True)
 def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(tmp_path,
                                                                               agents):
     first = agents("--queue", "default")
@@ -128,6 +131,7 @@ def test_a_step_whose_agent_dies_is_rerun_on_another_and_the_pipeline_succeeds(t
     assert after.artifacts["y"].get() == 4
 
 
+@pytest.mark.usefixtures("backend")
 def test_start_enqueues_the_controller_and_agents_run_everything(tmp_path, agents):
     script = tmp_path / "remote_pipeline.py"
     script.write_text(textwrap.dedent(f"""

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from pipeline_helpers import assert_cascade, node_statuses
+from postgres_helpers import SLOW_ON_POSTGRESQL
 
 from pipekit.artifacts import load_value
 from pipekit.crash import POINTS
@@ -317,6 +318,8 @@ def test_the_documented_example_resumes_running_only_what_was_left(tmp_path: Pat
     assert proc.stdout.rstrip().endswith("executions: ['prepare', 'train', 'report']")
 
 
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("backend", SLOW_ON_POSTGRESQL, indirect=True)
 def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
         marks: Path, agents, monkeypatch: pytest.MonkeyPatch) -> None:
     """``start(queue=...)``: the agent running the controller dies with it; the lease reaper
@@ -350,6 +353,7 @@ def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
     assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
 
 
+@pytest.mark.usefixtures("backend")
 def test_resume_from_python(marks: Path) -> None:
     from pipekit.errors import PipekitError
     from pipekit.runs import resume as resume_run

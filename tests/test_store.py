@@ -849,3 +849,23 @@ class TestSqliteStore(StoreContract):
         store = get_store()
         assert store.dialect is SQLITE
         return store
+
+
+class TestPostgresStore(StoreContract):
+    """The contract over PostgreSQL: a fresh database of the session's throwaway server
+    (tests/postgres_helpers.py), which the processes a test starts reach through PIPEKIT_DB.
+    """
+
+    @pytest.fixture
+    def store(self, pg_store: str) -> Store:
+        from pipekit.store.dialect import POSTGRESQL
+
+        store = get_store()
+        assert store.dialect is POSTGRESQL and store.settings.db_url == pg_store
+        return store
+
+    @pytest.mark.slow  # (the queue stress through agents runs on PostgreSQL in the quick set)
+    @pytest.mark.timeout(180)
+    def test_stress_8_processes_lose_nothing_and_never_see_lock_errors(self, store: Store,
+                                                                        tmp_path):
+        super().test_stress_8_processes_lose_nothing_and_never_see_lock_errors(store, tmp_path)

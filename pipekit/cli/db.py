@@ -49,12 +49,14 @@ def upgrade() -> None:
                    "verifies is moved, nothing is deleted).")
 @json_option
 def check(repair: bool, as_json: bool) -> None:
-    """Verify every stored object against its digest.
+    """Check the database, and verify every stored object against its digest.
 
-    Checks each object the store references (artifacts, models, function steps' pickles,
-    plot images) and every object file under artifacts/, and prints one line per bad one:
-    corrupt or missing, its digest, and what references it (task and artifact name). Exits
-    with status 1 if any is bad.
+    First the database's own check: SQLite's PRAGMA integrity_check; on PostgreSQL every
+    row of the store's tables is read and, when the amcheck extension is installed in the
+    database, every index is verified with bt_index_check. Then each object the store
+    references (artifacts, models, function steps' pickles, plot images) and every object
+    file under artifacts/, one line per bad one: corrupt or missing, its digest, and what
+    references it (task and artifact name). Exits with status 1 if anything is bad.
 
     With --repair, corrupt files are moved to PIPEKIT_HOME/quarantine/<digest>; the
     artifacts that used them then read as missing until the same content is written again
@@ -65,11 +67,14 @@ def check(repair: bool, as_json: bool) -> None:
     from ..store.check import check_objects
 
     store = get_store()
+    verdict, checked = store.check_database()
     report = check_objects(store, repair=repair)
     if as_json:
-        emit_json({"objects": report.objects, "files": report.files,
+        emit_json({"database": {"result": verdict, "checked": checked},
+                   "objects": report.objects, "files": report.files,
                    "problems": list(report.problems)})
     else:
+        click.echo(f"database {store.where}: {verdict} ({checked})")
         for problem in report.problems:
             click.echo(problem.line())
         moved = [p for p in report.problems if p.moved_to]
@@ -79,7 +84,7 @@ def check(repair: bool, as_json: bool) -> None:
         if moved:
             click.echo(f"moved {len(moved)} corrupt object(s) to "
                        f"{store.settings.quarantine_dir}")
-    if not report.ok:
+    if not report.ok or verdict != "ok":
         raise click.exceptions.Exit(1)
 
 

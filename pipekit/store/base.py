@@ -13,17 +13,20 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+
+import peewee
 
 import pipekit.store.migrate as migrate
 import pipekit.store.statements as sql
 import pipekit.store.tables as t
 
-from ..config import Settings, get_settings
+from ..config import Settings, get_settings, redact_url
 from ..errors import ForkedHandleError, LeaseLost, StoreError, StoreTooNew
 from ..models import Lease
 from .blobs import BlobStore
 from .db import open_database, read_schema_version, write
+from .postgres import PostgresDatabase
+from .postgres import integrity_check as postgres_integrity_check
 
 T = TypeVar("T")
 
@@ -46,7 +49,8 @@ class StoreBase:
     def __init__(self, settings: Settings | None = None, *, upgrade: bool = True) -> None:
         self.settings = settings or get_settings()
         self._pid = os.getpid()
-        self.location = self.settings.db_url
+        #: the database URL, its password masked
+        self.location = redact_url(self.settings.db_url)
         sqlite_path = self.settings.sqlite_path
         home = self.settings.home
         if home.exists() and not home.is_dir():
@@ -71,12 +75,33 @@ class StoreBase:
                                  f"this pipekit cannot write (schema {found or 0}, this pipekit "
                                  f"uses {newest}): open it once where it is writable")
         self.db, self.dialect = open_database(self.settings, read_only=self.read_only)
+        if sqlite_path is None:
+            self._refuse_newer_server_store()
         t.proxy.initialize(self.db)
         self.blobs = BlobStore(self.settings.artifacts_dir)
         self._projects: dict[str, int] = {}
         if upgrade and not self.read_only:
             self.upgrade()
             self.blobs.sweep_tmp()
+
+    def _refuse_newer_server_store(self) -> None:
+        """A database server's store: connect now (a wrong URL is one clear error here, not
+        a traceback later) and refuse it, untouched, if a newer pipekit wrote it.
+        """
+        try:
+            found = migrate.current_version(self.db)
+        except Exception as exc:
+            self.db.close()
+            if not isinstance(exc, peewee.DatabaseError | peewee.InterfaceError):
+                raise
+            text = str(exc).strip()
+            raise StoreError(f"cannot connect to the store {self.location}: "
+                             f"{text.splitlines()[0] if text else type(exc).__name__}"
+                             ) from exc
+        newest = migrate.newest_version()
+        if found > newest:
+            self.db.close()
+            raise StoreTooNew(self.location, found, newest)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -86,14 +111,7 @@ class StoreBase:
         password.
         """
         path = self.settings.sqlite_path
-        if path is not None:
-            return str(path)
-        parts = urlsplit(self.location)
-        if parts.password is None:
-            return self.location
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port
-                                                              else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        return str(path) if path is not None else self.location
 
     def _check(self) -> None:
         if os.getpid() != self._pid:
@@ -123,14 +141,31 @@ class StoreBase:
         return migrate.status(self.db, self.location)
 
     def close(self) -> None:
-        """Close this process's connection (a handle from another process is left alone)."""
-        if os.getpid() == self._pid and not self.db.is_closed():
+        """Close this process's connection (a handle from another process is left alone); on
+        PostgreSQL the pool's idle connections too.
+        """
+        if os.getpid() != self._pid:
+            return
+        if not self.db.is_closed():
             self.db.close()
+        if isinstance(self.db, PostgresDatabase):
+            self.db.close_idle()
 
     def integrity_check(self) -> str:
         """The database's own consistency check: ``"ok"``, or what it found wrong."""
+        return self.check_database()[0]
+
+    def check_database(self) -> tuple[str, str]:
+        """The database's own consistency check: ``("ok" or what it found wrong, what was
+        checked)``. SQLite runs ``PRAGMA integrity_check``; PostgreSQL reads every row and,
+        with the ``amcheck`` extension, verifies the indexes
+        (:func:`pipekit.store.postgres.integrity_check`).
+        """
         self._check()
-        return self.db.execute_sql(self.dialect.integrity_check).fetchone()[0]
+        if isinstance(self.db, PostgresDatabase):
+            return postgres_integrity_check(self.db)
+        return (self.db.execute_sql(self.dialect.integrity_check).fetchone()[0],
+                self.dialect.integrity_check)
 
     # -- helpers for the sections -----------------------------------------------------------
 
@@ -140,13 +175,25 @@ class StoreBase:
 
     def _fence(self, task_id: str, lease: Lease | None) -> None:
         """Inside a write: refuse it unless ``lease`` (if any) is still the task's current
-        claim.
+        claim (on PostgreSQL the claim's row stays locked to the end of the transaction, so
+        a reaper cannot take it away in between).
 
         :raises LeaseLost: it is not.
         """
-        if lease is not None and self._sql(
-                sql.LEASE_HELD, (task_id, lease.worker, lease.attempt)).fetchone() is None:
+        if lease is not None and not self._lease_held(task_id, lease):
             raise LeaseLost(task_id, lease)
+
+    def _lease_held(self, task_id: str, lease: Lease) -> bool:
+        """Inside a write: whether ``lease`` is the task's current claim (the row locked)."""
+        return self._sql(sql.LEASE_HELD + self.dialect.row_lock,
+                         (task_id, lease.worker, lease.attempt)).fetchone() is not None
+
+    def _announce_work(self, queue: str) -> None:
+        """Inside a write: tell listening agents that a task waits on ``queue`` (delivered
+        when the transaction commits; nothing on SQLite, whose agents poll).
+        """
+        if self.dialect.notify is not None:
+            self._sql(self.dialect.notify, (queue,))
 
     def _project_id(self, name: str) -> int:
         """The id of project ``name``, created if new (call inside a write transaction)."""

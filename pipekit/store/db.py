@@ -3,11 +3,13 @@
 Rules (DESIGN §2): ``busy_timeout`` is set before WAL; every write is one short
 ``BEGIN IMMEDIATE`` transaction retried whole on BUSY; nothing slow (user code, file I/O,
 network) runs inside a transaction; a connection never crosses ``fork()``. What differs on
-PostgreSQL (begin mode, which errors to retry) comes from the :mod:`.dialect` chosen here.
+PostgreSQL (begin mode, which errors to retry, a lost connection) comes from the
+:mod:`.dialect` chosen here; its database class is in :mod:`.postgres`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -19,9 +21,11 @@ from typing import TypeVar
 
 import peewee
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..errors import StoreError
 from .dialect import Dialect, dialect_for
+from .postgres import PostgresDatabase, open_postgres
+from .postgres import backoff as pg_backoff
 
 log = logging.getLogger("pipekit.store")
 T = TypeVar("T")
@@ -48,17 +52,16 @@ def open_database(settings: Settings, *, read_only: bool = False
     """
     path = settings.sqlite_path
     if path is None:
-        from playhouse.db_url import connect  # lazy: only PostgreSQL stores need it
-
         try:
             import psycopg2  # noqa: F401 - lazy: the optional driver, checked for a clear error
         except ImportError as exc:
-            raise StoreError(f"cannot open {settings.db_url!r}: PostgreSQL needs the "
-                             "'postgres' extra (pip install 'pipekit[postgres]')") from exc
+            raise StoreError(f"cannot open {redact_url(settings.db_url)}: PostgreSQL needs "
+                             "the 'postgres' extra (pip install 'pipekit[postgres]')") from exc
         try:
-            db = connect(settings.db_url)
+            db = open_postgres(settings.db_url)
         except Exception as exc:
-            raise StoreError(f"cannot open database {settings.db_url!r}: {exc}") from exc
+            raise StoreError(f"cannot open database {redact_url(settings.db_url)}: "
+                             f"{exc}") from exc
         return db, dialect_for(db)
     if read_only:
         db = peewee.SqliteDatabase(f"file:{path}?{read_only_mode(path)}", uri=True,
@@ -74,28 +77,68 @@ def open_database(settings: Settings, *, read_only: bool = False
 
 def write(db: peewee.Database, fn: Callable[[], T], dialect: Dialect) -> T:
     """Run ``fn`` in one write transaction (``BEGIN IMMEDIATE`` on SQLite), retried whole
-    when the database reports contention (:meth:`Dialect.is_retryable`).
+    when the database reports contention (:meth:`Dialect.is_retryable`), or when the
+    connection was lost before the transaction asked to commit
+    (:meth:`Dialect.connection_lost`: the server restarted, the backend was killed).
 
     ``busy_timeout`` already waits for the lock; a retry only happens when SQLite gives up
-    early (e.g. a WAL snapshot conflict), so the attempts back off with jitter.
+    early (e.g. a WAL snapshot conflict), so the attempts back off with jitter. A lost
+    connection is retried on a new one for the database's ``reconnect_window``.
+
+    :raises StoreError: the disk is full; the database is read-only; or the connection was
+        lost while committing, so whether the write landed is unknown (it is not retried: a
+        retry could apply it twice).
     """
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
+    lost_until = None
+    for attempt in itertools.count(1):
+        committing = False
+
+        def body() -> T:
+            nonlocal committing
+            result = fn()
+            committing = True
+            return result
+
         try:
             with dialect.atomic(db):
-                return fn()
-        except peewee.OperationalError as exc:
-            if _disk_full(exc):
+                return body()
+        except Exception as exc:
+            if dialect.disk_full(exc):
                 # (SQLite rolled the transaction back itself; the error peewee then raises,
                 # "cannot rollback - no transaction is active", would hide why)
                 raise StoreError(f"the disk is full: cannot write to the store "
-                                 f"{db.database} (nothing was written; free some space and "
+                                 f"{_where(db)} (nothing was written; free some space and "
                                  "run the command again)") from exc
-            if not dialect.is_retryable(exc) or attempt == WRITE_ATTEMPTS:
+            if _read_only(exc):
+                raise StoreError(f"the store {_where(db)} is read-only here: {exc}".strip()
+                                 ) from exc
+            if dialect.is_retryable(exc) and attempt < WRITE_ATTEMPTS:
+                delay = min(0.5, 0.005 * 2 ** attempt) * (0.5 + random.random())
+                log.debug("store busy (attempt %d), retrying in %.3fs", attempt, delay)
+                time.sleep(delay)
+                continue
+            if not (isinstance(db, PostgresDatabase) and db.may_reconnect(exc)):
                 raise
-            delay = min(0.5, 0.005 * 2 ** attempt) * (0.5 + random.random())
-            log.debug("store busy (attempt %d), retrying in %.3fs", attempt, delay)
-            time.sleep(delay)
+            db.drop_connection()
+            if committing:
+                raise StoreError(f"lost the connection to the store {_where(db)} while "
+                                 "committing: the write may or may not have been applied "
+                                 f"({exc})") from exc
+            lost_until = lost_until or time.monotonic() + db.reconnect_window
+            if time.monotonic() >= lost_until:
+                raise
+            log.warning("lost the connection to the store (%s); retrying the write", exc)
+            time.sleep(pg_backoff(attempt - 1))
     raise AssertionError("unreachable")
+
+
+def _where(db: peewee.Database) -> str:
+    return str(db.database)
+
+
+def _read_only(exc: BaseException) -> bool:
+    # PostgreSQL's read_only_sql_transaction (a standby, or default_transaction_read_only)
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "25006"
 
 
 def read_only_mode(path: Path) -> str:
@@ -113,15 +156,6 @@ def read_only_mode(path: Path) -> str:
                          f"{wal.name}, which cannot be read without writing: open it once "
                          "where it is writable")
     return "immutable=1"
-
-
-def _disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc``, or an error it was raised while handling, is SQLite's SQLITE_FULL."""
-    while exc is not None:
-        if "database or disk is full" in str(exc):
-            return True
-        exc = exc.__context__
-    return False
 
 
 def read_schema_version(path: Path, *, read_only: bool = False) -> int | None:

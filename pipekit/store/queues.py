@@ -16,7 +16,8 @@ was presumed dead and comes back cannot overwrite the next attempt's results.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import pipekit.store.statements as sql
 import pipekit.store.tables as t
@@ -24,9 +25,24 @@ import pipekit.store.tables as t
 from ..errors import QueueNotFound, TaskNotFound, TaskStateError
 from ..models import Claim, Lease, QueueInfo, Reaped, Status, sources_of
 from .agents import AgentStore
+from .postgres import PostgresDatabase, WorkListener
 from .tasks import task_info
 
-__all__ = ["QueueStore"]
+__all__ = ["QueueStore", "QueueWatch"]
+
+
+class QueueWatch(Protocol):
+    """What :meth:`QueueStore.watch_queues` returns."""
+
+    def close(self) -> None:
+        """Stop watching."""
+
+
+class _Polling:
+    """The watch of a database that cannot tell: the caller polls."""
+
+    def close(self) -> None:
+        pass
 
 #: what a claim sets on the task, as :meth:`~pipekit.store.tasks.TaskStore.set_status` does
 #: when a task starts
@@ -80,11 +96,11 @@ class QueueStore(AgentStore):
             q = t.Queue.get_or_none(t.Queue.name == queue)
             if q is None:
                 raise QueueNotFound(queue, [r.name for r in t.Queue.select(t.Queue.name)])
-            row = t.Task.get_or_none(t.Task.id == task_id)
+            row = self._sql(sql.SELECT_STATUS + self.dialect.row_lock, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id, self.where)
-            if Status(row.status) not in sources_of(Status.queued):
-                raise TaskStateError(task_id, row.status, "enqueue")
+            if Status(row[0]) not in sources_of(Status.queued):
+                raise TaskStateError(task_id, row[0], "enqueue")
             now = time.time()
             # Attempts are never reset (they fence); the budget counts from the current one.
             (t.QueueEntry.insert(queue=q.id, task=task_id, priority=priority, enqueued=now,
@@ -98,8 +114,22 @@ class QueueStore(AgentStore):
              .execute())
             t.Task.update(status=Status.queued.value, status_reason="", last_update=now).where(
                 t.Task.id == task_id).execute()
+            self._announce_work(queue)
 
         self.write(put)
+
+    def watch_queues(self, queues: Sequence[str], wake: Callable[[], None]) -> QueueWatch:
+        """Call ``wake`` (from a thread of the store's) soon after any process queues a task
+        on one of ``queues``, until the returned watch is closed: the "wait for work" seam.
+
+        On PostgreSQL the store listens for the ``NOTIFY`` sent by the transaction that
+        queued it (:class:`~pipekit.store.postgres.WorkListener`); on SQLite there is no such
+        signal and nothing calls ``wake``: the caller's polling finds the task.
+        """
+        self._check()
+        if self.dialect.notify is None or not isinstance(self.db, PostgresDatabase):
+            return _Polling()
+        return WorkListener(self.db, queues, wake)
 
     def fail_queued(self, task_id: str, reason: str) -> bool:
         """Fail a task that is still ``queued`` (none took it in time); returns whether it
@@ -216,15 +246,11 @@ class QueueStore(AgentStore):
 
         def sweep() -> list[Reaped]:
             at = time.time() if now is None else now
-            expired = (t.QueueEntry
-                       .select(t.QueueEntry.id, t.QueueEntry.task, t.QueueEntry.worker,
-                               t.QueueEntry.attempt, t.QueueEntry.max_attempts)
-                       .join(t.Task)
-                       .where((t.QueueEntry.lease_expires < at)
-                              & (t.Task.status == Status.in_progress.value))
-                       .tuples())
+            # (locked on PostgreSQL, skipping what another reaper holds: each lease is
+            # reaped once, and its entry is locked before its task, as a claim does)
+            expired = self._sql(sql.EXPIRED_LEASES + self.dialect.claim_lock, (at,)).fetchall()
             done = []
-            for entry_id, task_id, worker, attempt, max_attempts in list(expired):
+            for entry_id, task_id, worker, attempt, max_attempts, queue in expired:
                 lease = Lease(worker, attempt)
                 if attempt < max_attempts:
                     reason = (f"worker {worker} lost (its lease expired); re-queued for "
@@ -242,6 +268,8 @@ class QueueStore(AgentStore):
                 if moved:
                     t.QueueEntry.update(worker=None, lease_expires=None).where(
                         t.QueueEntry.id == entry_id).execute()
+                    if status is Status.queued:
+                        self._announce_work(queue)
                     done.append(Reaped(task_id, action, lease, reason))
             return done
 
@@ -265,6 +293,9 @@ class QueueStore(AgentStore):
                 t.QueueEntry.update(worker=None, lease_expires=None,
                                     max_attempts=t.QueueEntry.max_attempts + 1).where(
                     t.QueueEntry.task == task_id).execute()
+                queue = self._sql(sql.QUEUE_OF_TASK, (task_id,)).fetchone()
+                if queue is not None:
+                    self._announce_work(queue[0])
             return bool(moved)
 
         return self.write(back)

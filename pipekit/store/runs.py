@@ -193,12 +193,12 @@ class RunStore(StoreBase):
         allowed = tuple(s.value for s in sources_of(status))
 
         def update() -> int:
-            if lease is not None and self._sql(
-                    sql.LEASE_HELD, (run_id, lease.worker, lease.attempt)).fetchone() is None:
+            if lease is not None and not self._lease_held(run_id, lease):
                 return 0  # a stale attempt: the run belongs to a newer one
-            if owner is not None and t.Run.select().where(
-                    (t.Run.task == run_id) & t.Run.owner.is_null(False)
-                    & (t.Run.owner != owner)).exists():
+            # (the run's row locked on PostgreSQL: a take-over waits until this ends)
+            row = self._sql(sql.RUN_OWNER + self.dialect.row_lock, (run_id,)).fetchone()
+            if owner is not None and row is not None and row[0] is not None \
+                    and row[0] != owner:
                 return 0  # taken over: the run is its new owner's to end
             steps = [n.task for n in t.Node.select(t.Node.task)
                      .where((t.Node.run == run_id) & t.Node.task.is_null(False))]
@@ -298,10 +298,13 @@ class RunStore(StoreBase):
                                      & (t.Pipeline.name == name)
                                      & (t.Pipeline.version == version))
         if row is None:
-            pipeline_id = t.Pipeline.insert(project=project_id, name=name, version=version,
-                                            structure_hash=structure_hash, created=now).execute()
-        else:
-            pipeline_id = row.id
+            # (another run may record the same new version at once: the first one's stays)
+            t.Pipeline.insert(project=project_id, name=name, version=version,
+                              structure_hash=structure_hash, created=now
+                              ).on_conflict_ignore().execute()
+            row = t.Pipeline.get((t.Pipeline.project == project_id)
+                                 & (t.Pipeline.name == name) & (t.Pipeline.version == version))
+        pipeline_id = row.id
         t.Run.update(pipeline=pipeline_id, version=version,
                      structure_hash=structure_hash).where(t.Run.task == run_id).execute()
 
@@ -314,7 +317,7 @@ class RunStore(StoreBase):
                                    fn.MAX(t.Run.created))
                  .join(t.Project).switch(t.Pipeline)
                  .join(t.Run, JOIN.LEFT_OUTER, on=(t.Run.pipeline == t.Pipeline.id))
-                 .group_by(t.Pipeline.id)
+                 .group_by(t.Pipeline.id, t.Project.name)
                  .order_by(t.Project.name, t.Pipeline.name, t.Pipeline.created.desc()))
         if project is not None:
             query = query.where(t.Project.name == project)
@@ -343,7 +346,7 @@ class RunStore(StoreBase):
                          t.Run.owner, t.Run.heartbeat).join(t.Task).join(t.Project),
             project=project, name=name, status=status, parent=parent)
         if limit is not None or offset:
-            query = query.limit(-1 if limit is None else limit).offset(offset)
+            query = query.limit(limit).offset(offset)  # (no limit: SQLite's is LIMIT -1)
         lost_before = time.time() - lease_ttl()
         return [RunSummary(*row, controller_lost=row[3] == Status.in_progress.value
                            and (row[-1] or row[6]) < lost_before)

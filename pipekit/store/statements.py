@@ -5,7 +5,9 @@ the few statements every step runs are kept here as parameterised SQL. The table
 defined in :mod:`tables`; every statement here runs in the store tests, so a column that
 drifts from the schema fails them.
 Placeholders are ``?``; :meth:`pipekit.store.dialect.Dialect.sql` rewrites them for
-PostgreSQL's ``%s``. Statements here are plain SQL both databases run.
+PostgreSQL's ``%s``. Statements here are plain SQL both databases run: a column whose name is
+a reserved word in PostgreSQL (``user``) is quoted, and every column a grouped query selects
+is grouped by.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from functools import cache
 
 TASK_COLUMNS = ("id", "project_id", "name", "type", "status", "status_reason", "parent",
                 "script", "code_digest", "code", "created", "started", "last_update", "tags",
-                "log_path", "archived", "comment", "log_size", "cache_key", "user")
+                "log_path", "archived", "comment", "log_size", "cache_key", '"user"')
 
 INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
@@ -23,12 +25,15 @@ INSERT_TASK = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
 TASK_INFO_COLUMNS = ("t.id", "p.name", "t.name", "t.type", "t.status", "t.status_reason",
                      "t.parent", "t.script", "t.code_digest", "t.created", "t.started",
                      "t.ended", "t.last_update", "t.worker", "t.tags", "t.archived",
-                     "t.comment", "t.log_path", "t.log_size", "t.user")
+                     "t.comment", "t.log_path", "t.log_size", 't."user"')
 
 SELECT_TASK = (f"SELECT {', '.join(TASK_INFO_COLUMNS)} "
                "FROM task t JOIN project p ON p.id = t.project_id WHERE t.id = ?")
 
 TASK_EXISTS = "SELECT 1 FROM task WHERE id = ?"
+
+SELECT_TAGS = "SELECT tags FROM task WHERE id = ?"
+SELECT_STATUS = "SELECT status FROM task WHERE id = ?"
 
 SELECT_PROJECT = "SELECT id FROM project WHERE name = ?"
 INSERT_PROJECT = "INSERT INTO project (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
@@ -79,8 +84,19 @@ LAST_SCALARS = (
     "(SELECT s2.value FROM scalar s2 WHERE s2.task_id = s.task_id "
     " AND s2.title = s.title AND s2.series = s.series "
     " ORDER BY s2.iteration DESC, s2.id DESC LIMIT 1) "
-    "FROM scalar s WHERE task_id = ? GROUP BY title, series"
+    "FROM scalar s WHERE task_id = ? GROUP BY task_id, title, series"
 )
+
+#: ``(entry id, task id, worker, attempt, max attempts, queue)`` of each expired lease of a
+#: running task; a dialect appends its row lock, so that two reapers take different ones
+EXPIRED_LEASES = ("SELECT e.id, e.task_id, e.worker, e.attempt, e.max_attempts, q.name "
+                  "FROM queue_entry e JOIN task t ON t.id = e.task_id "
+                  "JOIN queue q ON q.id = e.queue_id "
+                  "WHERE e.lease_expires < ? AND t.status = 'in_progress' ORDER BY e.id")
+
+#: the queue a task's entry is on
+QUEUE_OF_TASK = ("SELECT q.name FROM queue_entry e JOIN queue q ON q.id = e.queue_id "
+                 "WHERE e.task_id = ?")
 
 #: a claimed entry: who took it, which attempt this is, until when the lease holds
 CLAIM_ENTRY = ("UPDATE queue_entry SET worker = ?, attempt = attempt + 1, lease_expires = ? "
@@ -99,6 +115,7 @@ def set_status(fields: tuple[str, ...], n_sources: int) -> str:
 #: queue entry still names the same worker and attempt (the fencing check)
 FENCE = (" AND EXISTS (SELECT 1 FROM queue_entry WHERE queue_entry.task_id = ? "
          "AND queue_entry.worker = ? AND queue_entry.attempt = ?)")
+RUN_OWNER = "SELECT owner FROM run WHERE task_id = ?"
 LEASE_HELD = ("SELECT 1 FROM queue_entry WHERE task_id = ? AND worker = ? AND attempt = ?")
 EXTEND_LEASE = ("UPDATE queue_entry SET lease_expires = ? WHERE task_id = ? AND worker = ? "
                 "AND attempt = ? AND task_id IN (SELECT id FROM task WHERE status = 'in_progress')")

@@ -76,7 +76,7 @@ def _task_info_fields() -> list[Any]:
     fields = []
     for column in sql.TASK_INFO_COLUMNS:
         table, _, name = column.partition(".")
-        fields.append(getattr(tables[table], name))
+        fields.append(getattr(tables[table], name.strip('"')))
     return fields
 
 
@@ -254,10 +254,10 @@ class TaskStore(StoreBase):
         :raises TaskNotFound: no task has this id.
         """
         def update() -> tuple[str, ...]:
-            row = t.Task.get_or_none(t.Task.id == task_id)
+            row = self._sql(sql.SELECT_TAGS + self.dialect.row_lock, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id, self.where)
-            merged = list(dict.fromkeys([*json.loads(row.tags), *tags]))
+            merged = list(dict.fromkeys([*json.loads(row[0]), *tags]))
             t.Task.update(tags=json.dumps(merged), last_update=time.time()).where(
                 t.Task.id == task_id).execute()
             return tuple(merged)
