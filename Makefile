@@ -24,10 +24,10 @@ demo: $(VENV)/.base
 	@PIPEKIT_HOME=$(DEMO_HOME) $(PY) docs/examples/demo.py
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 test-all: $(VENV)/.test
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "slow or not slow"
 
 bench: $(VENV)/.test
 	$(PY) tests/bench/run.py

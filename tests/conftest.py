@@ -3,17 +3,143 @@ entry points only (installed third-party plugins never leak in)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import pipekit
 from pipekit import context, plugin_manager
 from pipekit.store import reset_store
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis' "input generation is slow" health check times the generator, not the code under
+# test: on a loaded machine (another worker, another suite) it fails tests that are fine. Every
+# example still runs, under the same deadline.
+settings.register_profile("pipekit", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pipekit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "exclusive: the test asserts on wall-clock time; under pytest-xdist it runs "
+        "while no other worker runs a test (tests/conftest.py, _cpu)")
+    # (pytest-xdist registers it too; without xdist, --strict-markers must still know it)
+    config.addinivalue_line("markers", "xdist_group(name): run these tests in one worker")
+    # The tests start hundreds of interpreters (scripts, agents, workers, the CLI), each
+    # importing pipekit from its sources: with PYTHONDONTWRITEBYTECODE set, each would compile
+    # them again. Let them cache bytecode (``__pycache__/`` is ignored by git).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
+
+
+# -- sharing the CPU between pytest-xdist workers -------------------------------------------------
+
+
+class CpuShare:
+    """Between the workers of one pytest-xdist run: a test holds this lock shared while it
+    runs, an ``exclusive`` test holds it alone, so that a wall-clock assertion never measures
+    another worker's load. A readers-writer lock of two ``flock`` files: every taker passes
+    the turnstile first, and an exclusive taker keeps it while it waits and runs, so the other
+    workers queue behind it instead of starving it. A shared hold nests within a process
+    (a module fixture whose processes outlive one test holds it across its tests).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._turnstile = open(folder / "pipekit-cpu-turnstile.lock", "a+")
+        self._share = open(folder / "pipekit-cpu-share.lock", "a+")
+        self._depth = 0
+
+    def close(self) -> None:
+        self._turnstile.close()
+        self._share.close()
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        if self._depth == 0:
+            fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._share, fcntl.LOCK_SH)
+            finally:
+                fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                fcntl.flock(self._share, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        assert self._depth == 0, "an exclusive test inside a shared hold of its own worker"
+        fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._share, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._share, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+
+
+_share: CpuShare | None = None  # this worker's, once the fixture below has made it
+
+
+@pytest.fixture(scope="session")
+def cpu_share(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpuShare | None]:
+    """The run's :class:`CpuShare` under pytest-xdist (None in a run of one process): its
+    files are in the run's base temporary folder, the parent of every worker's."""
+    global _share
+    if not hasattr(request.config, "workerinput"):
+        yield None
+        return
+    _share = CpuShare(tmp_path_factory.getbasetemp().parent)
+    yield _share
+    _share.close()
+    _share = None
+
+
+@pytest.fixture(autouse=True)
+def _cpu(request: pytest.FixtureRequest, cpu_share: CpuShare | None) -> Iterator[None]:
+    """Every test holds the CPU shared, an ``exclusive`` one alone (first of the autouse
+    fixtures, by name, so that the others' set-up and tear-down are inside the hold)."""
+    if cpu_share is None:
+        yield
+        return
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with cpu_share.exclusive() if exclusive else cpu_share.shared():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    """A module's or session's fixture is set up before its first test takes the CPU (a
+    wheel built, a server started): it holds the CPU shared while it is set up."""
+    if _share is None or fixturedef.scope == "function":
+        yield
+        return
+    with _share.shared():
+        yield
+
+
+@pytest.fixture
+def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the steps of ``tests/cli_scripts/`` leave their execution marks in
+    (``$PIPEKIT_TEST_MARKS``; see :func:`pipeline_helpers.executions`); a module whose scripts
+    need it takes it with ``pytestmark = pytest.mark.usefixtures("marks")``."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)

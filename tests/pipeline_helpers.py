@@ -1,7 +1,13 @@
-"""Helpers shared by the pipeline tests: the cascade check (RELIABILITY 12) and store views."""
+"""Helpers shared by the pipeline tests: the cascade check (RELIABILITY 12), store views, and
+the installed ``pipekit`` command run as a user runs it (``pk``, ``one_error``).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from pipekit import PipelineController, functions
@@ -49,3 +55,41 @@ def function_task(fn: Any, name: str, **kwargs: Any) -> str:
                                  ["out"], project="agents", name=name, type=None,
                                  parent=None).id
 
+
+
+# -- the installed command, and the marks the scripts of tests/cli_scripts/ leave -------------
+
+PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pk(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
+       cwd: Path | str = ROOT) -> subprocess.CompletedProcess:
+    """The installed ``pipekit`` console script as a real process, run from the repository's
+    root (as a user types ``tests/cli_scripts/...``) against this test's store
+    (``PIPEKIT_HOME`` and the rest of the environment are inherited; ``env`` adds to it)."""
+    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def one_error(proc: subprocess.CompletedProcess, code: int = 1, *, alone: bool = False) -> str:
+    """The one ``Error:`` line of a failed command: exit ``code``, no traceback on stdout or
+    stderr, exactly one stderr line starting ``Error: ``; with ``alone``, stderr holds
+    nothing else. Returns the line."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    if alone:
+        assert proc.stderr.strip() == lines[0], proc.stderr
+    return lines[0]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def executions(marks: Path, step: str) -> list[int]:
+    """The pid of every execution of ``step`` so far: a script's step leaves a file
+    ``<step>.<pid>.<unique>`` in ``marks`` (the ``marks`` fixture of tests/conftest.py)."""
+    return [int(p.name.split(".")[1]) for p in marks.glob(f"{step}.*.*")]

@@ -24,35 +24,21 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 from click.testing import CliRunner
+from pipeline_helpers import PIPEKIT, ROOT, error_lines, executions, one_error, pk
 
 from pipekit import Task
 from pipekit.cli import cli
 from pipekit.store import get_store
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "cli_scripts"
 CHECK_DIR = Path(__file__).resolve().parent / "export_check"
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
 THREE = "tests/cli_scripts/three_steps.py"  # relative to ROOT, as a user types it
 
 T = TypeVar("T")
+pytestmark = pytest.mark.usefixtures("marks")  # (tests/conftest.py) for every script
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder the scripts' steps leave their execution marks in."""
-    folder = tmp_path / "marks"
-    folder.mkdir()
-    monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(folder))
-    return folder
-
-
-def executions(marks: Path, step: str) -> list[int]:
-    """The pid of every execution of ``step`` so far."""
-    return [int(p.name.split(".")[1]) for p in marks.glob(f"{step}.*.*")]
 
 
 def invoke(*args: str, code: int = 0) -> Any:
@@ -60,13 +46,6 @@ def invoke(*args: str, code: int = 0) -> Any:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
     return result
-
-
-def pk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The installed ``pipekit`` console script, run from the repository root against this
-    test's store (PIPEKIT_HOME and PIPEKIT_TEST_MARKS are inherited)."""
-    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env=dict(os.environ))
 
 
 def pk_all(commands: list[list[str]], timeout: float = 60) -> list[subprocess.CompletedProcess]:
@@ -132,10 +111,6 @@ def process_gone(pid: int) -> bool:
 def assert_no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
 
 
 # -- pipekit run --------------------------------------------------------------------------------
@@ -259,10 +234,8 @@ def test_rerun_with_a_changed_param_is_a_new_run_linked_to_its_origin(marks: Pat
 
 def test_a_failing_pipeline_names_the_run_and_the_step_reason() -> None:
     proc = pk("run", "tests/cli_scripts/failing.py")
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert_no_traceback(proc.stdout, proc.stderr)
+    line = one_error(proc)
     run = only_run()
-    (line,) = error_lines(proc.stderr)
     assert line.startswith(f"Error: run {run['id']} failed: ")
     assert "step 'explode' failed" in line and "ValueError: cannot use value 42" in line
     assert run["status"] == "failed"
@@ -309,9 +282,8 @@ def test_bad_input_is_one_line_without_traceback() -> None:
     for args, fragment in [(["export", run, "--format", "pdf"], "'pdf' is not one of"),
                            (["run", THREE, "--mode", "fast"], "'fast' is not one of")]:
         proc = pk(*args)
-        assert proc.returncode == 2, (args, proc.stderr)
-        (line,) = error_lines(proc.stderr)
-        assert fragment in line and "Traceback" not in proc.stderr and proc.stdout == ""
+        line = one_error(proc, 2)
+        assert fragment in line and proc.stdout == "", (args, proc.stdout, line)
     # none of them made a task: no draft run, no clone
     assert len(get_store().find_tasks()) == tasks_before
 
@@ -333,11 +305,9 @@ def test_a_refused_rerun_leaves_no_draft_run(param: str, fragments: list[str]) -
 
 def test_run_with_a_param_value_of_the_wrong_type_says_why() -> None:
     proc = pk("run", THREE, "--param", "n=abc")
-    assert proc.returncode == 1
-    assert_no_traceback(proc.stdout, proc.stderr)
+    line = one_error(proc)
     (task,) = get_store().find_tasks()
     assert task.status == "failed"
-    (line,) = error_lines(proc.stderr)
     assert line.startswith(f"Error: run {task.id} failed: ")
     assert "'Args/n'" in line and "'abc'" in line, line
     shown = pk("runs", "show", task.id)
@@ -347,9 +317,7 @@ def test_run_with_a_param_value_of_the_wrong_type_says_why() -> None:
 
 def test_run_with_an_unknown_param_fails_naming_it() -> None:
     proc = pk("run", THREE, "--param", "nosuch=1")
-    assert proc.returncode == 1
-    assert_no_traceback(proc.stdout, proc.stderr)
-    (line,) = error_lines(proc.stderr)
+    line = one_error(proc)
     assert "no parameter 'nosuch'" in line and "its parameters: k, n" in line, line
     assert executions_of_any() == 0
 
@@ -474,6 +442,7 @@ def step_started(marks: Path) -> int:
 # -- tasks abort ----------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive
 @pytest.mark.usefixtures("backend")
 def test_tasks_abort_stops_a_live_run(marks: Path) -> None:
     store = get_store()
@@ -647,6 +616,7 @@ def test_rerun_from_python_with_task_clone(marks: Path) -> None:
 # -- controller lost (RELIABILITY 26, first half) ---------------------------------------------
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_dead_controller_here_shows_lost_at_once(marks: Path, sig: int,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,6 +55,7 @@ store.write(fn)
 """
 
 
+@pytest.mark.exclusive
 @pytest.mark.timeout(120)
 def test_writer_killed_inside_transaction_leaves_nothing_and_frees_the_lock(store, tmp_path):
     before = store.create_task(project="kept", name="committed-before").id

@@ -30,6 +30,7 @@ store and folder; the tests then collect the results in order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -213,19 +214,26 @@ CASES = {c.id: c for c in example_cases()} | {
 
 
 @pytest.fixture(scope="module")
-def launched(request: pytest.FixtureRequest):
-    """Start every selected case at once (``JOBS`` at a time), in the order the tests run."""
+def launched(request: pytest.FixtureRequest, cpu_share):
+    """Start every selected case at once (``JOBS`` at a time), in the order the tests run.
+
+    Under pytest-xdist the cases are one group (``xdist_group``), run by one worker, which
+    holds the CPU shared (``cpu_share``, tests/conftest.py) until the last case has ended:
+    they run in the background across several tests.
+    """
     wanted = [item.callspec.params["case_id"] for item in request.session.items
               if item.module is request.module and hasattr(item, "callspec")
               and "case_id" in item.callspec.params]
-    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="docs")
-    futures: dict[str, Future[Result]] = {cid: pool.submit(run_case, CASES[cid])
-                                          for cid in dict.fromkeys(wanted)}
-    yield futures
-    pool.shutdown(wait=True, cancel_futures=True)
+    with contextlib.nullcontext() if cpu_share is None else cpu_share.shared():
+        pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="docs")
+        futures: dict[str, Future[Result]] = {cid: pool.submit(run_case, CASES[cid])
+                                              for cid in dict.fromkeys(wanted)}
+        yield futures
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.xdist_group("docs")
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_it_runs(case_id: str, launched: dict[str, Future[Result]]) -> None:
     case = CASES[case_id]

@@ -45,6 +45,7 @@ def test_an_unknown_executor_is_a_plugin_error_listing_the_known_ones():
         make_executor("gpu")
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("name", ["thread", "subprocess"])
 def test_independent_steps_run_concurrently(name, tmp_path):
     ids = [script_task(tmp_path / f"s{i}", "import time\ntime.sleep(0.5)\n", name=f"s{i}")

@@ -663,6 +663,7 @@ def test_crossings_counts_inversions() -> None:
     assert _crossings([[0, 1], [3, 2]], down) == 0
 
 
+@pytest.mark.exclusive
 def test_layout_of_200_nodes_is_fast_and_tidy() -> None:
     import random
 

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import one_error, pk
 
 from pipekit import PipelineController
 from pipekit.store import get_store
 
 FAILING = Path(__file__).resolve().parent / "cli_scripts" / "failing.py"
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
-
-
-def pk(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ))
-
 
 def failed_step(run: str):
     (step,) = [t for t in get_store().find_tasks(parent=run) if t.status == "failed"]
@@ -34,10 +25,9 @@ def failed_step(run: str):
 
 def test_the_error_line_names_the_reason_and_the_steps_log_and_runs_show_prints_it() -> None:
     proc = pk("run", str(FAILING))
-    assert proc.returncode == 1
     (run,) = get_store().list_runs()
     step = failed_step(run.id)
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert one_error(proc) == proc.stderr.strip().splitlines()[-1] == (
         f"Error: run {run.id} failed: step 'explode' failed: ValueError: cannot use value 42 "
         f"(pipekit logs {step.id[:12]}; pipekit runs show {run.id[:12]})")
     log = get_store().log_path(step.id).read_text()

@@ -173,6 +173,7 @@ def test_continue_on_fail_completes_the_run_but_still_skips_descendants():
     assert_cascade(run_id, pipe)
 
 
+@pytest.mark.exclusive
 def test_abort_on_failure_stops_a_running_step_and_fails_the_run_quickly(tmp_path):
     pidfile = str(tmp_path / "long.pid")
     pipe = PipelineController("abort", "failure-tests", abort_on_failure=True)
@@ -253,6 +254,7 @@ def test_a_retry_callable_decides_with_increasing_retry_counts():
     assert_cascade(run_id, pipe)
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("executor", ["thread", "subprocess"])
 def test_time_limit_fails_a_step_that_runs_too_long(executor, tmp_path):
     pidfile, release, done = (str(tmp_path / n) for n in ("step.pid", "release", "done"))
@@ -292,6 +294,7 @@ def test_time_limit_fails_a_step_that_runs_too_long(executor, tmp_path):
 # -- 5. RELIABILITY 7: a step killed by SIGKILL --------------------------------------------------
 
 
+@pytest.mark.exclusive
 def test_a_step_killed_by_sigkill_fails_within_2_s_and_the_run_ends(tmp_path):
     pidfile = tmp_path / "victim.pid"
     pipe = PipelineController("sigkill", "failure-tests")

@@ -23,13 +23,12 @@ PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+pytestmark = pytest.mark.usefixtures("marks")  # (tests/conftest.py) for every script
+
+
 @pytest.fixture(autouse=True)
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "marks"
-    folder.mkdir()
-    monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(folder))
+def progress_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIPEKIT_PROGRESS", raising=False)
-    return folder
 
 
 def in_a_terminal(script: Path, *, interrupt_when: Path | None = None) -> str:

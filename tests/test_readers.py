@@ -33,7 +33,7 @@ def test_readers_during_the_queue_stress_and_pipelines_see_no_error_nor_a_half_e
     monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(tmp_path))
     monkeypatch.setenv("PIPEKIT_PROGRESS", "0")
     store = get_store()
-    ids = [function_task(noop, f"noop{i}") for i in range(60)]
+    ids = [function_task(noop, f"noop{i}") for i in range(30)]  # ten for each agent
     readers = [subprocess.Popen([sys.executable, str(SCRIPTS / "reader.py"), str(tmp_path),
                                  how], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pipeline_helpers import assert_cascade, node_statuses
+from pipeline_helpers import PIPEKIT, assert_cascade, executions, node_statuses, one_error
 from postgres_helpers import SLOW_ON_POSTGRESQL
 
 from pipekit.artifacts import load_value
@@ -26,23 +26,11 @@ from pipekit.store import get_store
 from pipekit.testing import wait_until
 
 SCRIPT = Path(__file__).resolve().parent / "cli_scripts" / "recover.py"
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
 STEPS = ("first", "side", "second", "third", "last")
 #: what an uninterrupted run of recover.py (n=4) produces, per step
 OUTPUTS = {"first": ("values", [0, 1, 2, 3]), "side": ("extra", 40),
            "second": ("values", [0, 2, 4, 6]), "third": ("total", 12), "last": ("result", 52)}
-
-
-@pytest.fixture(autouse=True)
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "marks"
-    folder.mkdir()
-    monkeypatch.setenv("PIPEKIT_TEST_MARKS", str(folder))
-    return folder
-
-
-def executions(marks: Path, step: str) -> int:
-    return len(list(marks.glob(f"{step}.*.*")))
+pytestmark = pytest.mark.usefixtures("marks")  # (tests/conftest.py) for every script
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -96,7 +84,7 @@ def test_a_controller_killed_at_each_crash_point_resumes_to_the_same_outputs(
     at = point if point == "run-finishing" else f"{point}:third"
     run = crashed(start(env={"PIPEKIT_TEST_CRASH_AT": at}))
     completed = done_before(run)
-    before = {step: executions(marks, step) for step in STEPS}
+    before = {step: len(executions(marks, step)) for step in STEPS}
     assert before["third"] == (0 if point in ("step-claimed", "before-enqueue") else
                                1 if point in ("artifact-written", "step-committed") else
                                before["third"])
@@ -106,13 +94,13 @@ def test_a_controller_killed_at_each_crash_point_resumes_to_the_same_outputs(
     assert f"run {run} completed" in done.stderr
     assert_completed_as_uninterrupted(run)
     for step in completed:  # completed steps never run again
-        assert executions(marks, step) == before[step] == 1, step
+        assert len(executions(marks, step)) == before[step] == 1, step
     for step in STEPS:  # a step in flight runs at most once more
-        assert 1 <= executions(marks, step) <= 2, (step, executions(marks, step))
+        assert 1 <= len(executions(marks, step)) <= 2, (step, len(executions(marks, step)))
     if point != "step-started":  # (its orphaned process may or may not finish first)
-        assert executions(marks, "third") == THIRD_RUNS[point]
+        assert len(executions(marks, "third")) == THIRD_RUNS[point]
     else:
-        assert executions(marks, "third") == 1  # waited for, never started again
+        assert len(executions(marks, "third")) == 1  # waited for, never started again
 
 
 def test_the_crash_point_names_are_the_documented_ones() -> None:
@@ -147,7 +135,7 @@ def test_a_long_step_that_finished_after_its_controller_died_is_never_run_again(
     done = resume(run.id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert_completed_as_uninterrupted(run.id)
-    assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
+    assert {step: len(executions(marks, step)) for step in STEPS} == dict.fromkeys(STEPS, 1)
 
 
 def test_a_step_still_running_at_resume_is_waited_for_not_started_again(marks: Path) -> None:
@@ -161,7 +149,7 @@ def test_a_step_still_running_at_resume_is_waited_for_not_started_again(marks: P
     try:
         wait_until(lambda: get_store().get_run(run.id).owner.endswith(" (resume)"), 30,
                    "the resume to take the run")
-        assert executions(marks, "second") == 1
+        assert len(executions(marks, "second")) == 1
         (marks / "go").touch()  # the orphaned step now finishes; the resumed run keeps it
         out, err = resuming.communicate(timeout=60)
     finally:
@@ -170,7 +158,7 @@ def test_a_step_still_running_at_resume_is_waited_for_not_started_again(marks: P
             resuming.communicate()
     assert resuming.returncode == 0, out + err
     assert_completed_as_uninterrupted(run.id)
-    assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
+    assert {step: len(executions(marks, step)) for step in STEPS} == dict.fromkeys(STEPS, 1)
 
 
 # -- RELIABILITY 14: two resumes at once --------------------------------------------------------
@@ -201,7 +189,7 @@ def test_of_two_resumes_at_once_one_takes_the_run_and_the_other_says_who(
                 proc.communicate()
     assert winner.returncode == 0, out + err
     assert_completed_as_uninterrupted(run)
-    assert executions(marks, "second") == 1
+    assert len(executions(marks, "second")) == 1
 
 
 # -- bad input: one line, nothing changed -------------------------------------------------------
@@ -212,9 +200,7 @@ def test_resume_is_refused_while_the_controller_lives_unless_forced(marks: Path)
     try:
         wait_until(lambda: (marks / "second.started").exists(), 30, "the run to be under way")
         (run,) = get_store().list_runs()
-        refused = resume(run.id)
-        assert refused.returncode == 1
-        assert refused.stderr.strip() == (
+        assert one_error(resume(run.id), alone=True) == (
             f"Error: run {run.id} is still driven by its controller, PID {proc.pid} on "
             f"{os.uname().nodename}: wait for it to end, or take it over with --force")
         assert get_store().get_run(run.id).owner.endswith(f":{proc.pid}")
@@ -226,11 +212,9 @@ def test_resume_is_refused_while_the_controller_lives_unless_forced(marks: Path)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     # A finished run: nothing to resume.
-    ended = resume(run.id)
-    assert ended.returncode == 1
-    assert ended.stderr.strip() == (f"Error: run {run.id} has already ended (completed): "
-                                    f"nothing to resume; pipekit rerun {run.id[:12]} runs it "
-                                    "again")
+    assert one_error(resume(run.id), alone=True) == (
+        f"Error: run {run.id} has already ended (completed): nothing to resume; pipekit rerun "
+        f"{run.id[:12]} runs it again")
 
 
 def test_resume_of_a_run_whose_script_is_gone_says_so(marks: Path, tmp_path: Path) -> None:
@@ -241,10 +225,8 @@ def test_resume_of_a_run_whose_script_is_gone_says_so(marks: Path, tmp_path: Pat
                             env={**os.environ, "PIPEKIT_TEST_CRASH_AT": "before-enqueue:third"})
     run = crashed(proc)
     script.unlink()
-    gone = resume(run)
-    assert gone.returncode == 1
-    assert gone.stderr.strip() == (f"Error: run {run} cannot be resumed: its script "
-                                   f"{str(script)!r} is gone")
+    assert one_error(resume(run), alone=True) == (
+        f"Error: run {run} cannot be resumed: its script {str(script)!r} is gone")
     assert get_store().get_task(run).status == "in_progress"  # untouched: still resumable
     assert get_store().get_run(run).owner is not None
     script.write_text(SCRIPT.read_text())
@@ -263,15 +245,15 @@ def test_a_decorated_pipeline_resumes_by_component_name_and_call_order(
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "PIPEKIT_TEST_CRASH_AT": point})
     run = crashed(proc)
-    assert executions(marks, "square") == 1
+    assert len(executions(marks, "square")) == 1
     done = resume(run)
     assert done.returncode == 0, done.stdout + done.stderr
     store = get_store()
     assert store.get_task(run).status == "completed"
     assert_cascade(run)
     # square's stored result served the component call: it never ran again
-    assert executions(marks, "square") == 1
-    assert executions(marks, "add") == 1
+    assert len(executions(marks, "square")) == 1
+    assert len(executions(marks, "add")) == 1
     nodes = {n.name: n for n in store.list_nodes(run)}
     assert {n: x.status for n, x in nodes.items()} == {"square": "completed",
                                                        "add": "completed"}
@@ -302,7 +284,7 @@ def test_a_remote_run_resumes_and_keeps_the_step_an_agent_finished(
             resuming.communicate()
     assert resuming.returncode == 0, out + err
     assert_completed_as_uninterrupted(run)
-    assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
+    assert {step: len(executions(marks, step)) for step in STEPS} == dict.fromkeys(STEPS, 1)
     # every step ran on the agent (not in the controller's or the resume's process)
     (agent,) = get_store().list_agents()
     assert {t.worker for t in get_store().find_tasks(parent=run)} == {
@@ -350,7 +332,7 @@ def test_a_controller_lost_with_its_agent_is_resumed_by_the_next_agent(
     (marks / "go").touch()
     wait_until(lambda: store.get_task(run.id).status != "in_progress", 60, "the run to end")
     assert_completed_as_uninterrupted(run.id)
-    assert {step: executions(marks, step) for step in STEPS} == dict.fromkeys(STEPS, 1)
+    assert {step: len(executions(marks, step)) for step in STEPS} == dict.fromkeys(STEPS, 1)
 
 
 @pytest.mark.usefixtures("backend")
@@ -362,6 +344,6 @@ def test_resume_from_python(marks: Path) -> None:
     info = resume_run(run[:10])
     assert (info.id, info.status) == (run, "completed")
     assert_completed_as_uninterrupted(run)
-    assert executions(marks, "second") == 1
+    assert len(executions(marks, "second")) == 1
     with pytest.raises(PipekitError, match="has already ended"):
         resume_run(run)

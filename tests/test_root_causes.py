@@ -18,11 +18,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import PIPEKIT, one_error
 
 from pipekit.models import Status
 from pipekit.store import get_store
-
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
 
 #: A two-step pipeline the scripts below build on (``{extra}`` is replaced by each test).
 PIPELINE = """\
@@ -77,13 +76,9 @@ def pk_run(script: Path, *args: str, env: dict[str, str] | None = None,
 def the_error(proc: subprocess.CompletedProcess) -> str:
     """The one ``Error:`` line of a failed ``pipekit run``, which is stderr's last line; no
     traceback anywhere."""
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    for text in (proc.stdout, proc.stderr):
-        assert "Traceback" not in text, text
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, proc.stderr
-    assert proc.stderr.rstrip("\n").splitlines()[-1] == lines[0]
-    return lines[0]
+    line = one_error(proc)
+    assert proc.stderr.rstrip("\n").splitlines()[-1] == line
+    return line
 
 
 def assert_cause(script: Path, cause: str, env: dict[str, str] | None = None) -> str:

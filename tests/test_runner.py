@@ -272,6 +272,7 @@ def test_a_step_that_fails_at_launch_keeps_its_traceback(where, caplog):
 # -- 4. fan-out ---------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("executor", ["thread", "subprocess"])
 def test_independent_steps_run_concurrently(executor):
     pipe = PipelineController("fan-out", "runner-tests")
@@ -559,6 +560,7 @@ def test_decorated_pipeline_runs_components_as_child_tasks(mode):
     assert_cascade(run.id)
 
 
+@pytest.mark.exclusive
 def test_decorated_components_are_lazy_and_independent_ones_concurrent():
     PipelineDecorator.run_locally(executor="thread")
     begun = time.monotonic()

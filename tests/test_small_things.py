@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import PIPEKIT, one_error, pk
 
 from pipekit import Task
 from pipekit.errors import ParameterError
 from pipekit.params import cast
 from pipekit.store import get_store
 
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def pk(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ), cwd=ROOT)
-
 
 def test_an_unknown_task_names_the_store_that_was_searched() -> None:
-    proc = pk("tasks", "show", "nope")
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == (f"Error: unknown task 'nope' in the store "
-                                   f"{get_store().settings.sqlite_path}")
+    assert one_error(pk("tasks", "show", "nope"), alone=True) == (
+        f"Error: unknown task 'nope' in the store {get_store().settings.sqlite_path}")
 
 
 def test_piped_tables_are_not_wrapped_at_80_columns() -> None:
@@ -43,10 +33,9 @@ def test_piped_tables_are_not_wrapped_at_80_columns() -> None:
 @pytest.mark.parametrize("pair", ["k", "=1", " =1"])
 def test_a_param_without_key_and_value_asks_for_them(pair: str) -> None:
     proc = pk("run", "tests/cli_scripts/three_steps.py", "--param", pair)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == (f"Error: --param {pair!r}: expected key=value or "
-                                   "Section/key=value (e.g. --param lr=0.1, --param "
-                                   "Args/lr=0.1)")
+    assert one_error(proc, alone=True) == (
+        f"Error: --param {pair!r}: expected key=value or Section/key=value (e.g. --param "
+        "lr=0.1, --param Args/lr=0.1)")
     assert get_store().find_tasks() == []  # nothing was made
 
 
@@ -70,9 +59,8 @@ def test_a_refused_param_of_a_rerun_leaves_no_run_behind(tmp_path: Path,
     assert pk("run", "tests/cli_scripts/three_steps.py").returncode == 0
     before = {t.id for t in get_store().find_tasks()}
     (run,) = get_store().list_runs()
-    proc = pk("rerun", run.id, "--param", "n=abc")
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == "Error: parameter 'Args/n': cannot read 'abc' as int"
+    assert one_error(pk("rerun", run.id, "--param", "n=abc"), alone=True) == (
+        "Error: parameter 'Args/n': cannot read 'abc' as int")
     assert {t.id for t in get_store().find_tasks()} == before
 
 

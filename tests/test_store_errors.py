@@ -8,30 +8,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import PIPEKIT, one_error, pk
 
 from pipekit import PipelineController
 from pipekit.errors import StoreError
 from pipekit.store import get_store, reset_store
 
-PIPEKIT = str(Path(sys.executable).with_name("pipekit"))
 
-
-def pk(*args: str, home: Path | str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if home is not None:
-        env["PIPEKIT_HOME"] = str(home)
-    return subprocess.run([PIPEKIT, *args], capture_output=True, text=True, timeout=60, env=env)
-
-
-def one_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    return line
+def at(home: Path) -> dict[str, str]:
+    """The environment of a command on the store at ``home``."""
+    return {"PIPEKIT_HOME": str(home)}
 
 
 def add(a, b):
@@ -49,11 +38,11 @@ def a_run() -> str:
 def test_a_pipekit_home_that_is_a_file_is_named(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.write_text("not a folder")
-    assert one_error(pk("runs", "ls", home=home)) == (
+    assert one_error(pk("runs", "ls", env=at(home)), alone=True) == (
         f"Error: PIPEKIT_HOME={home} is a file, not a folder: point it at a folder (one that "
         "does not exist yet is created)")
     below = home / "store"
-    assert one_error(pk("runs", "ls", home=below)) == (
+    assert one_error(pk("runs", "ls", env=at(below)), alone=True) == (
         f"Error: cannot create the store's folder PIPEKIT_HOME={below}: Not a directory")
     assert home.read_text() == "not a folder"
 
@@ -77,7 +66,7 @@ def test_a_full_disk_says_so_and_names_the_store() -> None:
 def test_export_into_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
     run = a_run()
     target = tmp_path / "missing" / "run.md"
-    assert one_error(pk("export", run, "-o", str(target))) == (
+    assert one_error(pk("export", run, "-o", str(target)), alone=True) == (
         f"Error: cannot write {target}: no folder {target.parent}")
     assert not target.parent.exists()
 
@@ -90,7 +79,7 @@ def _read_only(home: Path, *args: str) -> subprocess.CompletedProcess:
         for path in [home, *home.rglob("*")]:
             path.chmod(path.stat().st_mode & ~0o222)
         try:
-            return pk(*args, home=home)
+            return pk(*args, env=at(home))
         finally:
             for path in [home, *home.rglob("*")]:
                 path.chmod(path.stat().st_mode | 0o200)
@@ -118,7 +107,7 @@ def test_a_read_only_store_is_read_and_refuses_writes_saying_so() -> None:
                  ["export", run]):
         shown = _read_only(home, *args)
         assert shown.returncode == 0, (args, shown.stderr)
-    assert one_error(_read_only(home, "tasks", "clone", step)) == (
+    assert one_error(_read_only(home, "tasks", "clone", step), alone=True) == (
         f"Error: the store {home / 'pipekit.db'} is read-only: this needs to write to it (ls, "
         "show, logs and export only read)")
     assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
