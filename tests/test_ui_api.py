@@ -30,6 +30,9 @@ from pipekit.store import get_store, reset_store  # noqa: E402
 from pipekit.testing import wait_until  # noqa: E402
 from pipekit.ui.app import create_app, local_hosts  # noqa: E402
 
+# one worker under pytest-xdist: the module's runs are built once
+pytestmark = pytest.mark.xdist_group("ui_api")
+
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
 TOKEN = "test-token-" + "x" * 20

@@ -61,6 +61,9 @@ RUN_MS = 120_000  # a pipeline run to its end, on a loaded machine
 # -- the store, the server, the browser ---------------------------------------------------------
 
 
+# one worker under pytest-xdist: the module shares one server, browser and store
+pytestmark = pytest.mark.xdist_group("ui_browser")
+
 @pytest.fixture(scope="module")
 def ui_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The module's store: the server and every process of these tests use it."""
@@ -526,6 +529,7 @@ def test_abort_stops_a_running_run_and_leaves_no_process(
 # -- performance ------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive
 def test_a_500_node_run_page_renders_in_under_3_s(pages: Pages, server: UIServer,
                                                    background: dict[str, Background]) -> None:
     from playwright.sync_api import expect
@@ -549,6 +553,7 @@ def test_a_500_node_run_page_renders_in_under_3_s(pages: Pages, server: UIServer
     expect(tab.locator("#run-status")).to_have_text("completed")
 
 
+@pytest.mark.exclusive
 def test_100000_scalar_points_plot_in_under_2_s(pages: Pages, server: UIServer,
                                                 background: dict[str, Background]) -> None:
     from playwright.sync_api import expect
