@@ -1,25 +1,111 @@
 """Copy a process's stdout and stderr into a task's log file while still printing them.
 
 Used by ``Task.init`` (Python-level tee of ``sys.stdout``/``sys.stderr``) and by the
-worker, which pipes a child's output into the log (see :func:`pump`).
+worker, which pipes a child's output into the log (see :func:`pump`). On a shared store
+(a database server), every log this process has open is copied into the database as it
+grows (:class:`_Shipper`), so other machines can read and follow it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 import threading
 from pathlib import Path
 from typing import IO, TextIO
 
+from .config import get_settings
 from .redact import Redactor, redact_bytes
+from .store import get_store
+
+log = logging.getLogger(__name__)
+
+#: seconds between copies of a growing log into a shared database
+SHIP_EVERY = 0.5
 
 
 def open_log(path: Path) -> IO[bytes]:
     """Open a task log for appending, creating it (mode 0600) and its folder."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    return os.fdopen(fd, "ab", buffering=0)
+    if not get_settings().shared:
+        return os.fdopen(fd, "ab", buffering=0)
+    return _ShippedLog(fd, path)
+
+
+class _ShippedLog(io.FileIO):
+    """A log file whose bytes are copied into the shared database while it is open, and
+    once more when it closes.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        super().__init__(fd, "ab")
+        self.task_id = path.stem
+        _shipper.watch(self.task_id)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            _shipper.unwatch(self.task_id)
+
+
+class _Shipper:
+    """One thread per process that copies its open logs into the shared database every
+    :data:`SHIP_EVERY` seconds (:meth:`pipekit.store.Store.ship_log`). A failed copy (the
+    database restarting) is retried on the next round; ``finish_task`` copies the rest.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}  # task id -> open log files
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, task_id: str) -> None:
+        with self._lock:
+            self._open[task_id] = self._open.get(task_id, 0) + 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pipekit-log-shipper",
+                                                daemon=True)
+                self._thread.start()
+
+    def unwatch(self, task_id: str) -> None:
+        with self._lock:
+            left = self._open.get(task_id, 1) - 1
+            if left > 0:
+                self._open[task_id] = left
+            else:
+                self._open.pop(task_id, None)
+        self._ship(task_id)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(SHIP_EVERY)
+            with self._lock:
+                tasks = list(self._open)
+            for task_id in tasks:
+                self._ship(task_id)
+
+    @staticmethod
+    def _ship(task_id: str) -> None:
+        try:
+            get_store().ship_log(task_id)
+        except Exception:  # the next round (or finish_task) copies what this one could not
+            log.debug("could not copy the log of task %s yet", task_id, exc_info=True)
+
+
+_shipper = _Shipper()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's shipper thread does not exist here: start afresh.
+    global _shipper
+    _shipper = _Shipper()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Tee:

@@ -3,12 +3,13 @@ a config file, in that order of precedence.
 
 * Python: :func:`configure` (it writes the environment, which is how step subprocesses and
   agents inherit it);
-* the environment: ``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_LEASE_TTL``,
-  ``PIPEKIT_START_TIMEOUT``, ``PIPEKIT_MAX_WORKERS``;
+* the environment: ``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_ARTIFACTS``,
+  ``PIPEKIT_LEASE_TTL``, ``PIPEKIT_START_TIMEOUT``, ``PIPEKIT_MAX_WORKERS``;
 * a TOML file, ``PIPEKIT_CONFIG`` or else ``config.toml`` in the user's config folder
   (``~/.config/pipekit/`` on Linux), with the same settings as keys: ``home``, ``db``,
-  ``lease_ttl``, ``start_timeout``, ``max_workers``. A bad file is a :class:`ConfigError`
-  naming the file and the key; an unknown key too (a typo must not pass silently).
+  ``artifacts``, ``lease_ttl``, ``start_timeout``, ``max_workers``. A bad file is a
+  :class:`ConfigError` naming the file and the key; an unknown key too (a typo must not
+  pass silently).
 
 Settings are read when asked for, never at import, so a test or a subprocess that changes
 the environment sees its own store; the file is read again only when it changes.
@@ -29,6 +30,8 @@ from .errors import ConfigError
 
 HOME_ENV = "PIPEKIT_HOME"
 DB_ENV = "PIPEKIT_DB"
+#: where artifact objects live: a folder (default ``PIPEKIT_HOME/artifacts``) or an fsspec URL
+ARTIFACTS_ENV = "PIPEKIT_ARTIFACTS"
 TASK_ENV = "PIPEKIT_TASK_ID"
 DEFAULT_HOME = "~/.pipekit"
 #: ``1``: every cached step of the runs this process starts runs again (``--no-cache``)
@@ -60,6 +63,7 @@ DEFAULT_START_TIMEOUT = 300.0
 FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "home": (HOME_ENV, (str,)),
     "db": (DB_ENV, (str,)),
+    "artifacts": (ARTIFACTS_ENV, (str,)),
     "lease_ttl": (LEASE_TTL_ENV, (int, float)),
     "start_timeout": (START_TIMEOUT_ENV, (int, float)),
     "max_workers": (MAX_WORKERS_ENV, (int,)),
@@ -136,10 +140,27 @@ class Settings:
 
     home: Path
     db_url: str
+    #: the fsspec URL objects live under (``s3://…``), or ``None``: they are files in
+    #: :attr:`artifacts_dir`
+    artifacts_url: str | None = None
+    #: the objects' folder when they are local files (default ``PIPEKIT_HOME/artifacts``)
+    artifacts_path: Path | None = None
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
+        """The folder of object files: the objects themselves, or with an
+        :attr:`artifacts_url` the local cache of verified copies.
+        """
+        if self.artifacts_url is not None:
+            return self.home / "cache" / "artifacts"
+        return self.artifacts_path or self.home / "artifacts"
+
+    @property
+    def shared(self) -> bool:
+        """Machines share this store through a database server: logs are copied into it
+        (:meth:`pipekit.store.Store.ship_log`) so that every machine can read them.
+        """
+        return self.sqlite_path is None
 
     @property
     def logs_dir(self) -> Path:
@@ -172,14 +193,21 @@ def redact_url(url: str) -> str:
 
 
 def get_settings() -> Settings:
-    """Where the store is (``PIPEKIT_HOME``, ``PIPEKIT_DB``, or the config file's)."""
+    """Where the store is (``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_ARTIFACTS``, or the
+    config file's).
+    """
     raw_home = setting(HOME_ENV) or DEFAULT_HOME
-    relative_to = None if os.path.isabs(os.path.expanduser(raw_home)) else os.getcwd()
-    return _settings_for(raw_home, setting(DB_ENV), relative_to)
+    raw_artifacts = setting(ARTIFACTS_ENV)
+    relative = not os.path.isabs(os.path.expanduser(raw_home)) or (
+        raw_artifacts is not None and "://" not in raw_artifacts
+        and not os.path.isabs(os.path.expanduser(raw_artifacts)))
+    return _settings_for(raw_home, setting(DB_ENV), raw_artifacts,
+                         os.getcwd() if relative else None)
 
 
 @functools.lru_cache(maxsize=16)
-def _settings_for(raw_home: str, raw_db: str | None, relative_to: str | None) -> Settings:
+def _settings_for(raw_home: str, raw_db: str | None, raw_artifacts: str | None,
+                  relative_to: str | None) -> Settings:
     # Cached by the raw values: resolving a path costs system calls on every store access.
     home = (Path(relative_to or "/") / Path(raw_home).expanduser()).resolve()
     db_url = raw_db or f"sqlite:///{home / 'pipekit.db'}"
@@ -188,7 +216,33 @@ def _settings_for(raw_home: str, raw_db: str | None, relative_to: str | None) ->
             f"{DB_ENV}={db_url!r} is not a supported database URL: "
             "use sqlite:///path or postgresql://user@host/db"
         )
-    return Settings(home=home, db_url=db_url)
+    url, path = _artifacts(raw_artifacts, relative_to)
+    return Settings(home=home, db_url=db_url, artifacts_url=url, artifacts_path=path)
+
+
+#: URL schemes that cannot hold objects (read-only, or not a filesystem)
+_NOT_STORES = ("http", "https", "ftp", "sqlite", "postgresql", "postgres")
+
+
+def _artifacts(raw: str | None, relative_to: str | None) -> tuple[str | None, Path | None]:
+    """``PIPEKIT_ARTIFACTS`` as ``(fsspec URL, None)``, ``(None, folder)`` or ``(None, None)``
+    (the default folder). A ``file://`` URL is a folder: local renames are atomic, uploads
+    are not.
+    """
+    if not raw:
+        return None, None
+    parts = urlsplit(raw)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"{ARTIFACTS_ENV}={raw!r}: a file:// URL names a local folder "
+                              "(file:///path); mount a remote folder and give its path")
+        return None, Path(parts.path).resolve()
+    if "://" in raw:
+        if not parts.scheme or parts.scheme in _NOT_STORES or not (parts.netloc or parts.path):
+            raise ConfigError(f"{ARTIFACTS_ENV}={raw!r} cannot hold objects: give a folder "
+                              "or an fsspec URL such as s3://bucket/prefix")
+        return raw.rstrip("/"), None
+    return None, (Path(relative_to or "/") / Path(raw).expanduser()).resolve()
 
 
 def _seconds(env: str, default: float) -> float:
@@ -217,11 +271,15 @@ def start_timeout() -> float:
 
 
 def configure(home: str | os.PathLike[str] | None = None, db: str | None = None, *,
+              artifacts: str | os.PathLike[str] | None = None,
               lease_ttl: float | None = None, start_timeout: float | None = None) -> Settings:
     """Point this process, and the processes it starts, at a store.
 
     :param home: folder for ``pipekit.db``, ``artifacts/`` and ``logs/`` (``PIPEKIT_HOME``).
     :param db: database URL (``PIPEKIT_DB``); defaults to ``sqlite:///<home>/pipekit.db``.
+    :param artifacts: where artifact objects live (``PIPEKIT_ARTIFACTS``): a folder, or an
+        fsspec URL such as ``s3://bucket/prefix`` that every machine reaches (the ``s3``
+        extra); defaults to ``<home>/artifacts``.
     :param lease_ttl: seconds a claimed task's lease lasts (``PIPEKIT_LEASE_TTL``).
     :param start_timeout: seconds a queued step waits for an agent (``PIPEKIT_START_TIMEOUT``).
     :returns: the settings now in force. Nothing is created until the store is first used.
@@ -238,4 +296,9 @@ def configure(home: str | os.PathLike[str] | None = None, db: str | None = None,
         os.environ[DB_ENV] = db
     elif home is not None:
         os.environ.pop(DB_ENV, None)
+    if artifacts is not None:
+        raw = os.fspath(artifacts)
+        os.environ[ARTIFACTS_ENV] = raw if "://" in raw else str(Path(raw).expanduser().resolve())
+    elif home is not None:
+        os.environ.pop(ARTIFACTS_ENV, None)
     return get_settings()

@@ -2,7 +2,8 @@
 
 Whoever ran the task calls it — the worker for a script it ran as a child process, a function
 step when its call returns, a ``Task.init`` script at exit — so every ending does the same
-things in the same order: the task's buffered metrics are written, its log size is recorded,
+things in the same order: the task's buffered metrics are written, its log is copied into a
+shared database (:meth:`~pipekit.store.Store.ship_log`), its log size is recorded,
 and one final status (``completed``, ``failed`` or ``stopped``, with its reason) is set by a
 conditional write, so of two parties racing to end a task exactly one wins. This is also
 where a lease's fencing check belongs once remote agents run tasks.
@@ -43,6 +44,7 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         flush_metrics(task_id)
     finally:
         store = get_store()
+        store.ship_log(task_id)  # the rest of its log, before anyone sees it ended
         if log_size is not None:
             store.set_log_size(task_id, log_size)
         lease = lease or context.lease_for(task_id)

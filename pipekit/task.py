@@ -479,8 +479,7 @@ class Task:
 
     def get_log(self) -> str:
         """The task's captured console output so far."""
-        path = get_store().log_path(self._id)
-        return path.read_text(errors="replace") if path.exists() else ""
+        return get_store().read_log(self._id).data.decode("utf-8", "replace")
 
     # -- status -----------------------------------------------------------------------------
 

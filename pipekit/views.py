@@ -164,11 +164,7 @@ def _nested(step: TaskInfo, runs: Sequence[str]) -> list[str]:
 
 def log_tail(store: Store, task_id: str) -> list[str]:
     """The last :data:`LOG_TAIL_LINES` lines of a task's log (none if it has no log)."""
-    path = store.log_path(task_id)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return []
+    size = store.read_log(task_id, limit=0).size
+    text = store.read_log(task_id, offset=max(0, size - 64 * 1024)).data.decode(
+        "utf-8", "replace")
     return text.splitlines()[-LOG_TAIL_LINES:]

@@ -26,6 +26,6 @@ def pipekit_cache_lookup(key: str, node: Any) -> str | None:
     if task_id is None:
         return None
     for digest in store.artifact_files(task_id):
-        if not store.blobs.path(digest).exists():
+        if not store.blobs.exists(digest):
             return None
     return task_id

@@ -80,7 +80,7 @@ def test_fixture_is_a_version_1_store_with_data(v1_home):
 
 
 APPLIED_AFTER_V1 = ["0002_task_cache_key", "0003_agents_and_leases", "0004_run_owner",
-                    "0005_task_user"]
+                    "0005_task_user", "0006_log_chunks"]
 #: table -> the values every existing row gets in the columns later migrations add (last)
 ADDED_COLUMNS = {"task": (None, None), "queue_entry": (2,), "run": (None, None)}
 
@@ -89,9 +89,10 @@ def test_opening_upgrades_to_the_newest_version_keeping_every_row(v1_home):
     db = v1_home / "pipekit.db"
     before = dump(db)
     store = get_store()  # opening upgrades
-    assert migrate.current_version(store.db) == migrate.newest_version() == 5
+    assert migrate.current_version(store.db) == migrate.newest_version() == 6
     after = dump(db)
-    assert set(after) == set(before) | {"agent"} and after["agent"] == []
+    assert set(after) == set(before) | {"agent", "log_chunk"}
+    assert after["agent"] == [] and after["log_chunk"] == []
     for table, rows in before.items():
         if table in ADDED_COLUMNS:
             # Same rows; each gained the new columns (last), with their defaults.

@@ -79,7 +79,7 @@ def check(repair: bool, as_json: bool) -> None:
             click.echo(problem.line())
         moved = [p for p in report.problems if p.moved_to]
         click.echo(f"checked {report.objects} object(s), {report.files} file(s) in "
-                   f"{store.blobs.root}: "
+                   f"{store.blobs.where}: "
                    + (f"{len(report.problems)} bad" if report.problems else "all verify"))
         if moved:
             click.echo(f"moved {len(moved)} corrupt object(s) to "

@@ -20,24 +20,20 @@ def logs(task_id: str, follow: bool) -> None:
 
     store = get_store()
     task_id = store.resolve_task_id(task_id)
-    path = store.log_path(task_id)
     out = sys.stdout.buffer
     offset = 0
     delay = 0.05
     while True:
-        if path.exists():
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-            if chunk:
-                out.write(chunk)
-                out.flush()
-                offset += len(chunk)
-                delay = 0.05
+        chunk = store.read_log(task_id, offset).data
+        if chunk:
+            out.write(chunk)
+            out.flush()
+            offset += len(chunk)
+            delay = 0.05
         if not follow:
             return
         if Status(store.get_task(task_id).status).is_final:
-            if path.exists() and path.stat().st_size > offset:
+            if store.read_log(task_id, limit=0).size > offset:
                 continue  # drain what was written just before the end
             return
         time.sleep(delay)

@@ -9,7 +9,8 @@ and a handle carried across ``fork()`` raises :class:`~pipekit.errors.ForkedHand
 The facade is composed of one class per section, each documenting its methods once:
 
 * :class:`~.tasks.TaskStore` — tasks, status, parameters, configuration, projects;
-* :class:`~.outputs.OutputStore` — artifacts, models, scalars, single values, reports, logs;
+* :class:`~.outputs.OutputStore` — artifacts, models, scalars, single values, reports;
+* :class:`~.logs.LogStore` — task logs: the local file, and its copy in a shared database;
 * :class:`~.runs.RunStore` — runs and their nodes, the step cache, pipeline versions;
 * :class:`~.queues.QueueStore` — queues, enqueueing and claiming;
 
@@ -27,6 +28,7 @@ import pipekit.store.tables as t
 
 from ..config import get_settings
 from ..models import TaskInfo
+from .logs import LogStore
 from .outputs import OutputStore
 from .queues import QueueStore
 from .runs import RunStore
@@ -35,7 +37,7 @@ from .tasks import TaskStore
 __all__ = ["Store", "get_store", "reset_store"]
 
 
-class Store(TaskStore, OutputStore, RunStore, QueueStore):
+class Store(TaskStore, OutputStore, LogStore, RunStore, QueueStore):
     """One opened store: a database and its ``artifacts/`` and ``logs/`` folders.
 
     :param settings: where the store is (default: the current settings).

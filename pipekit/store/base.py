@@ -27,6 +27,7 @@ from .blobs import BlobStore
 from .db import open_database, read_schema_version, write
 from .postgres import PostgresDatabase
 from .postgres import integrity_check as postgres_integrity_check
+from .remote import RemoteBlobStore
 
 T = TypeVar("T")
 
@@ -78,7 +79,9 @@ class StoreBase:
         if sqlite_path is None:
             self._refuse_newer_server_store()
         t.proxy.initialize(self.db)
-        self.blobs = BlobStore(self.settings.artifacts_dir)
+        self.blobs = (BlobStore(self.settings.artifacts_dir)
+                      if self.settings.artifacts_url is None else
+                      RemoteBlobStore(self.settings.artifacts_url, self.settings.artifacts_dir))
         self._projects: dict[str, int] = {}
         if upgrade and not self.read_only:
             self.upgrade()

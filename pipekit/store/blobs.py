@@ -103,6 +103,15 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def where(self) -> str:
+        """Where the objects are, as a user names it."""
+        return str(self.root)
+
+    def exists(self, digest: str) -> bool:
+        """An object of ``digest`` is stored (not verified: reading does that)."""
+        return self.path(digest).exists()
+
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise ValueError(f"not a blake3 hex digest: {digest!r}")

@@ -30,6 +30,7 @@ import attrs
 import pipekit.store.tables as t
 
 from ..hashing import digest_bytes, digest_file
+from .remote import RemoteBlobStore
 
 if TYPE_CHECKING:
     from . import Store
@@ -126,6 +127,13 @@ def _loads(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
+def _file_holds(path: Path, digest: str) -> bool:
+    try:
+        return digest_file(path) == digest
+    except OSError:
+        return False
+
+
 def _object_files(root: Path) -> Iterator[Path]:
     """Every file under ``root`` named like an object (``<2 hex>/<digest>``)."""
     if not root.is_dir():
@@ -158,19 +166,19 @@ def check_objects(store: Store, *, repair: bool = False) -> CheckReport:
         problems.append(Problem(digest, "corrupt", tuple(bad_uses), inline=True,
                                 not_moved="stored in the database" if repair else None))
     on_disk: set[str] = set()
-    for path in _object_files(store.blobs.root):
-        digest = path.name
+    blobs = store.blobs
+    remote = isinstance(blobs, RemoteBlobStore)
+    # With objects in an object store, those are checked (read through); the local cache
+    # verifies itself on every read.
+    for digest in (blobs.remote_digests() if remote else
+                   (path.name for path in _object_files(blobs.root))):
         on_disk.add(digest)
-        try:
-            good = digest_file(path) == digest
-        except OSError:
-            good = False
-        if good:
+        if blobs.remote_holds(digest) if remote else _file_holds(blobs.path(digest), digest):
             continue
         problem = Problem(digest, "corrupt", tuple(uses.get(digest, ())))
         if repair:
             try:
-                moved = quarantine(store, digest)
+                moved = blobs.quarantine_remote(digest) if remote else quarantine(store, digest)
             except OSError as exc:
                 problem = attrs.evolve(problem, not_moved=str(exc))
             else:

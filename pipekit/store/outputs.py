@@ -1,5 +1,5 @@
 """What tasks produce: artifacts, models, scalars and single values, text, table and plot
-reports, and where their logs go.
+reports (their logs: :mod:`.logs`).
 
 Artifact and model bytes are already in the blob store (or small enough to be inline) when
 their rows are recorded here: nothing here reads or writes a blob.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pipekit.store.statements as sql
@@ -30,7 +29,7 @@ def _ref(row: t.Artifact | t.OutputModel) -> ObjectRef:
 
 
 class OutputStore(StoreBase):
-    """Artifacts, models, metrics, reports and logs of tasks."""
+    """Artifacts, models, metrics and reports of tasks."""
 
     # -- artifacts and models ---------------------------------------------------------------
 
@@ -242,9 +241,3 @@ class OutputStore(StoreBase):
         return [ReportInfo(task=task_id, kind=r.kind, title=r.title, series=r.series,
                            iteration=r.iteration, content=r.content, created=r.ts)
                 for r in query]
-
-    # -- logs -------------------------------------------------------------------------------
-
-    def log_path(self, task_id: str) -> Path:
-        """The task's log file (created with its folder, mode 0600, on first write)."""
-        return self.settings.logs_dir / f"{task_id}.log"

@@ -139,3 +139,13 @@ def claim(n_queues: int) -> str:
             "JOIN queue q ON q.id = e.queue_id JOIN task t ON t.id = e.task_id "
             f"WHERE q.name IN ({names}) AND t.status = 'queued' "
             "ORDER BY e.priority DESC, e.enqueued, e.id LIMIT 1")
+
+# -- logs copied into a shared database (LogStore.ship_log / read_log) ---------------------------
+
+SHIPPED_END = ("SELECT COALESCE(MAX(\"offset\" + size), 0) FROM log_chunk "
+               "WHERE task = ? AND source = ?")
+INSERT_LOG_CHUNK = ('INSERT INTO log_chunk (task, source, "offset", size, data, ts) '
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+LOG_CHUNK_SIZES = "SELECT id, size FROM log_chunk WHERE task = ? ORDER BY id"
+LOG_CHUNK_DATA = "SELECT id, data FROM log_chunk WHERE task = ? AND id >= ? AND id <= ? ORDER BY id"
+HAS_LOG_CHUNKS = "SELECT 1 FROM log_chunk WHERE task = ? LIMIT 1"

@@ -215,5 +215,17 @@ class Node(Base):
         indexes = ((("run", "name"), True),)
 
 
+class LogChunk(Base):  # migration 0006: logs copied into a shared database
+    task = CharField(max_length=32, index=True)
+    source = CharField()  # host:path of the log file the bytes came from
+    offset = IntegerField()  # where they start in that file
+    size = IntegerField()
+    data = BlobField()
+    ts = FloatField()
+
+    class Meta:
+        indexes = ((("task", "source", "offset"), True),)
+
+
 ALL_TABLES = [Project, Task, Parameter, Configuration, Artifact, OutputModel, Scalar,
-              SingleValue, Report, Queue, QueueEntry, Agent, Pipeline, Run, Node]
+              SingleValue, Report, Queue, QueueEntry, Agent, Pipeline, Run, Node, LogChunk]

@@ -302,14 +302,8 @@ def task_log(store: Store, task_id: str, offset: int = 0) -> dict[str, Any]:
     info = store.get_task(task_id)
     if offset < 0:
         raise BadRequest(f"log offset {offset}: must be >= 0")
-    path = store.log_path(task_id)
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(min(offset, size))
-            chunk = fh.read(LOG_CHUNK)
-    except FileNotFoundError:
-        size, chunk = 0, b""
+    read = store.read_log(task_id, offset, LOG_CHUNK)
+    size, chunk = read.size, read.data
     cut = _whole_characters(chunk)
     text = chunk[:cut].decode("utf-8", "replace")
     return {"text": text, "offset": min(offset, size) + cut, "size": size,
