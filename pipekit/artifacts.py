@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from . import context, crash
-from .errors import ArtifactCorrupt, SerializationError
+from .errors import ArtifactCorrupt, PipekitError, SerializationError, StoreError
 from .hashing import digest_file
 from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef, check_name
 from .plugin_manager import Registration, Registry, has_impls, notify
@@ -124,13 +124,21 @@ def store_value(store: Store, value: Any, name: str) -> tuple[ObjectRef, str]:
     sink = store.blobs.sink()
     try:
         serializer.dump(value, sink)
-        written = sink.commit()
     except BaseException as exc:
         sink.abort()
         if isinstance(exc, (SerializationError, KeyboardInterrupt, SystemExit)):
             raise
         raise SerializationError(f"serializer {serializer.name!r} could not store artifact "
                                  f"{name!r}: {exc}", artifact=name) from exc
+    try:
+        written = sink.commit()
+    except BaseException as exc:
+        sink.abort()
+        if isinstance(exc, (PipekitError, KeyboardInterrupt, SystemExit)):
+            raise
+        # the disk, or the object store behind PIPEKIT_ARTIFACTS, refused the bytes
+        raise StoreError(f"could not store artifact {name!r} in {store.blobs.where}: "
+                         f"{exc}") from exc
     filename = serializer.filename(value, name)
     if not NAME_RE.fullmatch(filename):
         filename = f"{name}{serializer.extension}"

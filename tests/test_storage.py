@@ -273,14 +273,18 @@ def test_without_fsspec_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatc
         StorageManager.get_local_copy("s3://b/x")
 
 
-def test_s3_without_s3fs_names_the_extra() -> None:
-    pytest.importorskip("fsspec")
-    try:
-        import s3fs  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("s3fs is installed")
+def hide_s3fs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if s3fs were not installed: its import fails, and fsspec forgets it had loaded it."""
+    import fsspec  # noqa: F401
+
+    registry = sys.modules["fsspec.registry"]._registry  # (fsspec.registry: a view of it)
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    for protocol in ("s3", "s3a"):
+        monkeypatch.delitem(registry, protocol, raising=False)
+
+
+def test_s3_without_s3fs_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_s3fs(monkeypatch)
     with pytest.raises(StorageError, match=r"s3fs.*pip install 'pipekit\[s3\]'"):
         StorageManager.get_local_copy("s3://bucket/x.csv")
 
