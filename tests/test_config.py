@@ -96,7 +96,8 @@ def test_a_bad_config_file_is_one_line_from_the_cli(tmp_path):
                           env=dict(os.environ, PIPEKIT_CONFIG=str(config)))
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"Error: config file {config}: unknown setting 'nope' "
-                                   "(known: home, db, lease_ttl, start_timeout, max_workers)")
+                                   "(known: home, db, lease_ttl, start_timeout, max_workers, "
+                                   "dask_address, dask_tls_ca, dask_tls_cert, dask_tls_key)")
 
 
 @settings(max_examples=300, deadline=None)
