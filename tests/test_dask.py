@@ -17,19 +17,18 @@ import sys
 import time
 from pathlib import Path
 
+# (not importorskip: the test extra installs dask, and CI must fail loudly without it)
+import distributed
 import psutil
 import pytest
+from pipeline_helpers import assert_cascade, node_statuses, run_locally, step_tasks
 
-distributed = pytest.importorskip("distributed")
-
-from pipeline_helpers import assert_cascade, node_statuses, run_locally, step_tasks  # noqa: E402
-
-from pipekit import PipelineController, PipelineDecorator, Task  # noqa: E402
-from pipekit.config import DASK_ADDRESS_ENV  # noqa: E402
-from pipekit.errors import PluginError  # noqa: E402
-from pipekit.executor import capabilities, make_executor  # noqa: E402
-from pipekit.store import get_store  # noqa: E402
-from pipekit.testing import ExecutorContract, wait_until  # noqa: E402
+from pipekit import PipelineController, PipelineDecorator, Task
+from pipekit.config import DASK_ADDRESS_ENV
+from pipekit.errors import PluginError
+from pipekit.executor import capabilities, make_executor
+from pipekit.store import get_store
+from pipekit.testing import ExecutorContract, wait_until
 
 # One worker runs the module: its tests share the cluster below.
 pytestmark = pytest.mark.xdist_group("dask")
