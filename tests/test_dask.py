@@ -11,6 +11,7 @@ carries its test's store location. One test starts the executor's own ``LocalClu
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -364,3 +365,35 @@ def _assert_nothing_open(run_id: str) -> None:
             if t.status in ("created", "queued", "in_progress")]
     assert not left, left
 
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_tls_scheduler_is_reached_with_the_configured_files(tmp_path, monkeypatch):
+    """A ``tls://`` address with PIPEKIT_DASK_TLS_*: the certificates made as
+    docs/scaling.md makes them (one CA, a pair per role; here one pair serves all)."""
+    ca, cert, key = (str(tmp_path / name) for name in ("ca.pem", "node.pem", "node.key"))
+    for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                  "/CN=pipekit-dask-ca", "-keyout", str(tmp_path / "ca.key"), "-out", ca],
+                 ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=node", "-keyout", key,
+                  "-out", str(tmp_path / "node.csr")],
+                 ["x509", "-req", "-in", str(tmp_path / "node.csr"), "-CA", ca, "-CAkey",
+                  str(tmp_path / "ca.key"), "-CAcreateserial", "-days", "2", "-out", cert]):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    roles = {f"tls_{role}_{kind}": path for role in ("scheduler", "worker", "client")
+             for kind, path in (("cert", cert), ("key", key))}
+    security = distributed.Security(tls_ca_file=ca, require_encryption=True, **roles)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", protocol="tls", security=security,
+                                  dashboard_address="127.0.0.1:0") as tls_cluster:
+        assert tls_cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        monkeypatch.setenv(DASK_ADDRESS_ENV, tls_cluster.scheduler_address)
+        for env, path in (("CA", ca), ("CERT", cert), ("KEY", key)):
+            monkeypatch.setenv(f"PIPEKIT_DASK_TLS_{env}", path)
+        pipe = PipelineController("over-tls", "dask")
+        pipe.add_function_step("one", plus, function_kwargs={"x": 1, "n": 2},
+                               function_return=["out"])
+        run_id = run_locally(pipe, "dask")
+    one = step_tasks(run_id)["one"]
+    assert one.status == "completed", one
+    assert Task(one.id).artifacts["out"].get() == 3
+    assert_cascade(run_id, pipe)
