@@ -4,10 +4,13 @@ a config file, in that order of precedence.
 * Python: :func:`configure` (it writes the environment, which is how step subprocesses and
   agents inherit it);
 * the environment: ``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_ARTIFACTS``,
-  ``PIPEKIT_LEASE_TTL``, ``PIPEKIT_START_TIMEOUT``, ``PIPEKIT_MAX_WORKERS``;
+  ``PIPEKIT_LEASE_TTL``, ``PIPEKIT_START_TIMEOUT``, ``PIPEKIT_MAX_WORKERS``, and the dask
+  executor's ``PIPEKIT_DASK_ADDRESS``, ``PIPEKIT_DASK_TLS_CA``, ``PIPEKIT_DASK_TLS_CERT``,
+  ``PIPEKIT_DASK_TLS_KEY``;
 * a TOML file, ``PIPEKIT_CONFIG`` or else ``config.toml`` in the user's config folder
   (``~/.config/pipekit/`` on Linux), with the same settings as keys: ``home``, ``db``,
-  ``artifacts``, ``lease_ttl``, ``start_timeout``, ``max_workers``. A bad file is a
+  ``artifacts``, ``lease_ttl``, ``start_timeout``, ``max_workers``, ``dask_address``,
+  ``dask_tls_ca``, ``dask_tls_cert``, ``dask_tls_key``. A bad file is a
   :class:`ConfigError` naming the file and the key; an unknown key too (a typo must not
   pass silently).
 
@@ -56,6 +59,13 @@ MAX_WORKERS_ENV = "PIPEKIT_MAX_WORKERS"
 #: set for a script task's process: the file its uncaught exception is described in, for the
 #: worker (:mod:`pipekit.script_main`)
 CAUSE_ENV = "PIPEKIT_CAUSE_FILE"
+#: the dask executor's scheduler (``tls://host:8786``); unset: a loopback LocalCluster
+DASK_ADDRESS_ENV = "PIPEKIT_DASK_ADDRESS"
+#: the dask executor's TLS files: the CA that signed the cluster's certificates, and the
+#: client's own certificate and key
+DASK_TLS_CA_ENV = "PIPEKIT_DASK_TLS_CA"
+DASK_TLS_CERT_ENV = "PIPEKIT_DASK_TLS_CERT"
+DASK_TLS_KEY_ENV = "PIPEKIT_DASK_TLS_KEY"
 DEFAULT_LEASE_TTL = 60.0
 DEFAULT_START_TIMEOUT = 300.0
 
@@ -67,6 +77,10 @@ FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "lease_ttl": (LEASE_TTL_ENV, (int, float)),
     "start_timeout": (START_TIMEOUT_ENV, (int, float)),
     "max_workers": (MAX_WORKERS_ENV, (int,)),
+    "dask_address": (DASK_ADDRESS_ENV, (str,)),
+    "dask_tls_ca": (DASK_TLS_CA_ENV, (str,)),
+    "dask_tls_cert": (DASK_TLS_CERT_ENV, (str,)),
+    "dask_tls_key": (DASK_TLS_KEY_ENV, (str,)),
 }
 
 

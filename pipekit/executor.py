@@ -18,6 +18,10 @@ What an executor can do is said by class attributes the runner reads through
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -29,7 +33,8 @@ from .plugin_manager import Registry
 from .store import get_store
 
 __all__ = ["DEBUG_EXECUTOR", "REMOTE_EXECUTOR", "Capabilities", "Executor", "Job", "Outcome",
-           "capabilities", "executor_names", "is_function_job", "make_executor", "outcome_of",
+           "capabilities", "executor_names", "is_function_job", "main_hidden", "make_executor",
+           "outcome_of",
            "settle", "stop", "worker_of"]
 
 #: the executor debug mode uses (every step synchronous, in the caller's thread)
@@ -139,3 +144,31 @@ def stop(task_id: str, reason: str = "stopped") -> None:
     as a failure (final statuses are set once, conditionally).
     """
     finish_task(task_id, Status.stopped, reason)
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def main_hidden() -> Iterator[None]:
+    """Start worker processes without re-running the user's script in them.
+
+    A spawned process normally imports the parent's ``__main__`` first, which re-runs a
+    pipeline script that lacks an ``if __name__ == "__main__"`` guard (ClearML scripts rarely
+    have one). Steps travel as cloudpickle and need nothing from ``__main__``, so executors
+    start their processes (a pool's, a local cluster's) while ``__main__`` shows no file or
+    spec.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _main_lock:
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)

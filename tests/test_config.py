@@ -97,7 +97,8 @@ def test_a_bad_config_file_is_one_line_from_the_cli(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"Error: config file {config}: unknown setting 'nope' "
                                    "(known: home, db, artifacts, lease_ttl, start_timeout, "
-                                   "max_workers)")
+                                   "max_workers, dask_address, dask_tls_ca, dask_tls_cert, "
+                                   "dask_tls_key)")
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,14 +12,11 @@ final status is conditional, so a cancelled task is never recorded as failed.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +24,16 @@ import attrs
 
 import pipekit
 from pipekit.config import CONTROLLER_PID_ENV, DB_ENV, HOME_ENV, get_settings
-from pipekit.executor import Job, Outcome, is_function_job, outcome_of, settle, stop, worker_of
+from pipekit.executor import (
+    Job,
+    Outcome,
+    is_function_job,
+    main_hidden,
+    outcome_of,
+    settle,
+    stop,
+    worker_of,
+)
 from pipekit.models import Status
 from pipekit.worker import describe_exit, kill_tree, run_job, run_job_in_child
 
@@ -109,33 +115,6 @@ class ThreadExecutor:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-_main_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _main_hidden() -> Iterator[None]:
-    """Start pool processes without re-running the user's script in them.
-
-    A spawned process normally imports the parent's ``__main__`` first, which re-runs a
-    pipeline script that lacks an ``if __name__ == "__main__"`` guard (ClearML scripts rarely
-    have one). Steps travel as cloudpickle and need nothing from ``__main__``, so the pool's
-    processes are started (inside ``submit``) while ``__main__`` shows no file or spec.
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    with _main_lock:
-        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-        main.__dict__.pop("__file__", None)
-        main.__dict__["__spec__"] = None
-        try:
-            yield
-        finally:
-            main.__dict__.pop("__spec__", None)
-            main.__dict__.update(saved)
-
-
 class ProcessExecutor:
     """Run jobs in a pool of ``max_workers`` spawned processes."""
 
@@ -153,7 +132,7 @@ class ProcessExecutor:
 
     def submit(self, job: Job) -> _FutureHandle:
         settings = get_settings()
-        with _main_hidden():
+        with main_hidden():
             future = self._get_pool().submit(run_job_in_child, job, str(settings.home),
                                              settings.db_url)
         return _FutureHandle(job, future)
