@@ -131,6 +131,26 @@ def test_fifty_function_steps_complete_on_two_workers(on_cluster):
     assert_cascade(run_id, pipe)
 
 
+def big(n):
+    return list(range(n))  # over 32 KiB as JSON: an object file, not inline
+
+
+def test_steps_on_the_cluster_write_their_objects_where_the_store_keeps_them(
+        on_cluster, monkeypatch, tmp_path):
+    """A store whose objects live elsewhere (PIPEKIT_ARTIFACTS) keeps them there, from the
+    workers too."""
+    objects = tmp_path / "shared-objects"
+    monkeypatch.setenv("PIPEKIT_ARTIFACTS", str(objects))
+    pipe = PipelineController("objects", "dask")
+    pipe.add_function_step("big", big, function_kwargs={"n": 20_000}, function_return=["out"])
+    run_id = run_locally(pipe, "dask", max_workers=2)
+    [task] = step_tasks(run_id).values()
+    digest = Task(task.id).artifacts["out"].digest
+    assert (objects / digest[:2] / digest).is_file()
+    assert not (get_store().settings.home / "artifacts" / digest[:2] / digest).exists()
+    assert Task(task.id).artifacts["out"].get() == list(range(20_000))
+
+
 def test_a_decorated_pipeline_runs_its_components_on_the_cluster(on_cluster):
     PipelineDecorator.run_locally(executor="dask")
     assert decorated(n=4) == 0 + 1 + 4 + 9

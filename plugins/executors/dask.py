@@ -119,14 +119,15 @@ def _security(distributed: Any, address: str) -> Any:
 # -- on the worker ------------------------------------------------------------------------------
 
 
-def execute(job: Job, home: str | None, db: str | None) -> Outcome:
+def execute(job: Job, home: str | None, db: str | None, artifacts: str | None = None
+            ) -> Outcome:
     """Run ``job`` here, on a dask worker; what the executor submits.
 
-    :param home: with ``db``, the controller's store, when the cluster is on its machine
-        (else the worker's own settings say where the store is).
+    :param home: with ``db`` and ``artifacts``, the controller's store, when the cluster is
+        on its machine (else the worker's own settings say where the store is).
     """
     if home is not None:
-        configure(home=home, db=db)
+        configure(home=home, db=db, artifacts=artifacts)
     info = get_store().get_task(job.task_id)
     if info.status == Status.in_progress.value:
         # Rescheduled: its worker was lost mid-step (and may yet finish): never run twice.
@@ -248,10 +249,13 @@ class DaskExecutor:
     def submit(self, job: Job) -> _DaskHandle:
         client = self._get_client()
         self._record_dashboard(job)
-        settings = get_settings()
-        home, db = (str(settings.home), settings.db_url) if self._here else (None, None)
-        future = client.submit(execute, job, home, db, key=f"{job.step or 'task'}-{job.task_id}",
-                               pure=False)
+        store = None
+        if self._here:
+            settings = get_settings()
+            objects = settings.artifacts_url or settings.artifacts_path
+            store = (str(settings.home), settings.db_url, None if objects is None else str(objects))
+        future = client.submit(execute, job, *(store or (None, None, None)),
+                               key=f"{job.step or 'task'}-{job.task_id}", pure=False)
         return _DaskHandle(job, future)
 
     def poll(self, handle: _DaskHandle) -> Outcome | None:
