@@ -158,6 +158,22 @@ def test_the_runs_list_pages_and_filters(shared) -> None:
     assert "'x'" in get("/api/runs?offset=x", 400)["error"]
 
 
+def test_a_run_page_links_the_dashboards_its_executor_recorded_and_nothing_else() -> None:
+    from pipekit.models import ParamInfo
+    from pipekit.ui.api import dashboards
+
+    def prop(name: str, value: str, section: str = "properties") -> ParamInfo:
+        return ParamInfo(section, name, value, "str", "")
+
+    assert dashboards([prop("dask_dashboard", "http://127.0.0.1:8787/status"),
+                       prop("ray_dashboard", "https://ray.example/"),
+                       prop("evil_dashboard", "javascript:alert(1)"),
+                       prop("other", "http://x/"),
+                       prop("dask_dashboard", "http://x/", section="Args")]) == [
+        {"name": "dask", "url": "http://127.0.0.1:8787/status"},
+        {"name": "ray", "url": "https://ray.example/"}]
+
+
 def test_a_run_page_has_the_view_typed_args_and_a_left_to_right_layout(shared) -> None:
     body = get(f"/api/runs/{shared['run2'][:10]}")  # a unique prefix will do
     assert body["id"] == shared["run2"] and body["status"] == "completed"
@@ -167,6 +183,7 @@ def test_a_run_page_has_the_view_typed_args_and_a_left_to_right_layout(shared) -
     assert [n["name"] for n in body["nodes"]] == ["make", "total"]
     assert {n["name"]: n["status"] for n in body["nodes"]} == {"make": "completed",
                                                                "total": "completed"}
+    assert body["dashboards"] == []
     placed = body["layout"]
     assert placed["direction"] == "LR"
     boxes = {n["name"]: n for n in placed["nodes"]}

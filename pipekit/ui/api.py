@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import BadRequest, NotFound, PipekitError
-from ..models import Status, TaskInfo, TaskType
+from ..models import ParamInfo, Status, TaskInfo, TaskType
 from ..render import layout
 from ..store import Store
 from ..views import controller_lost, duration, listed_lost, require_run, run_view
@@ -111,8 +112,23 @@ def run_page(store: Store, run_id: str) -> dict[str, Any]:
                      "description": p.description}
                     for p in params.values() if p.section == "Args"]
     view["user"] = store.get_task(view["id"]).user
+    view["dashboards"] = dashboards(params.values())
     _add_layouts(view)
     return view
+
+
+def dashboards(params: Iterable[ParamInfo]) -> list[dict[str, str]]:
+    """Links an executor recorded on the run: each ``properties/<name>_dashboard`` parameter
+    holding an http(s) URL (the dask executor's ``dask_dashboard``), as ``{name, url}``.
+    Anything else there is not a link: a ``javascript:`` value must never become one.
+    """
+    out = []
+    for p in params:
+        if p.section == "properties" and p.name.endswith("_dashboard") and \
+                urlsplit(str(p.value)).scheme in ("http", "https"):
+            out.append({"name": p.name.removesuffix("_dashboard").replace("_", " "),
+                        "url": str(p.value)})
+    return out
 
 
 def _add_layouts(view: dict[str, Any]) -> None:

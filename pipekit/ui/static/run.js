@@ -143,7 +143,10 @@ export class RunPage {
       view.owner ? h("span", { title: "the controller process driving it (host:pid)" }, "controller ",
         h("b", { text: view.owner })) : null,
       view.origin ? h("span", { class: "muted", text: view.origin, title: "origin" }) : null,
-      view.parent ? h("span", null, "inside ", idEl(view.parent, `#/task/${enc(view.parent)}`)) : null);
+      view.parent ? h("span", null, "inside ", idEl(view.parent, `#/task/${enc(view.parent)}`)) : null,
+      ...(view.dashboards || []).map((d) => h("a", { href: d.url, target: "_blank",
+        rel: "noopener noreferrer", "data-dashboard": d.name, title: `the ${d.name} dashboard of the cluster its steps ran on`,
+        text: `${d.name} dashboard` })));
     this.reasonEl = h("div", { class: "reason", hidden: true });
     this.ioEl = this._io(view);
     head.append(title, meta, this.reasonEl, this.ioEl);
