@@ -118,11 +118,12 @@ def main() -> None:
         os.environ.setdefault("PIPEKIT_HOME", tmp)
         import pipekit
 
-        pipekit.configure(home=os.environ["PIPEKIT_HOME"])
+        # (configure(home=) alone would drop a PIPEKIT_DB naming PostgreSQL)
+        settings = pipekit.configure(home=os.environ["PIPEKIT_HOME"],
+                                     db=os.environ.get("PIPEKIT_DB") or None)
         ours = pipekit_queue(tasks, agents)
     base = floor(tasks, agents)
-    backend = "postgresql" if os.environ.get("PIPEKIT_DB", "").startswith("postgres") \
-        else "sqlite"
+    backend = "sqlite" if settings.sqlite_path is not None else "postgresql"
     print(json.dumps({"backend": backend, "tasks": tasks, "agents": agents, **ours,
                       "floor_tasks_per_s": base, "ratio": ours["tasks_per_s"] / base}))
 
