@@ -26,6 +26,21 @@ settings.register_profile("pipekit", suppress_health_check=[HealthCheck.too_slow
 settings.load_profile("pipekit")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` a module marked ``xdist_group`` shares module fixtures (one
+    store, server and browser) and runs its tests in order on one worker; a pytest-xdist that
+    no longer tags their node ids would spread them over every worker, silently."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    ungrouped = [item.nodeid for item in items
+                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more) under "
+            "--dist loadgroup: this pytest / pytest-xdist pair is incompatible (see setup.cfg)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "exclusive: the test asserts on wall-clock time; under pytest-xdist it runs "
