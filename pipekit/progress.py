@@ -54,11 +54,12 @@ def _table(run_id: str, nodes: list[NodeRecord], status: str, elapsed: float) ->
 
 
 def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: float = 0.2,
-          stream: TextIO | None = None) -> str:
+          stream: TextIO | None = None, drawn: Callable[[], None] | None = None) -> str:
     """Show the run's steps until its controller task is final (or ``until()``); returns the
     run's status then.
 
     :param stream: where to write (default stdout); live drawing only if it is a terminal.
+    :param drawn: called once the first state is shown.
     """
     stream = stream or sys.stdout
     store = get_store()
@@ -80,6 +81,8 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
 
         with Live(table(), console=Console(file=stream), refresh_per_second=8,
                   redirect_stdout=False, redirect_stderr=False) as live:
+            if drawn is not None:
+                drawn()
             while not done():
                 time.sleep(interval)  # a display's pace, not synchronisation
                 live.update(table())
@@ -95,6 +98,9 @@ def watch(run_id: str, *, until: Callable[[], bool] | None = None, interval: flo
                 extra = f"  {_duration(node, now)}" if node.ended else ""
                 stream.write(f"{node.name:<24} {node.status}{extra}\n")
                 stream.flush()
+        if drawn is not None:
+            drawn()
+            drawn = None
         if finished:
             return status()
         time.sleep(interval)
@@ -107,12 +113,18 @@ class Follower:
 
     def __init__(self, run_id: str, stream: TextIO) -> None:
         self._stop = threading.Event()
+        self._drawn = threading.Event()
         self._thread = threading.Thread(
-            target=lambda: watch(run_id, until=self._stop.is_set, stream=stream),
+            target=lambda: watch(run_id, until=self._stop.is_set, stream=stream,
+                                 drawn=self._drawn.set),
             name=f"pipekit-progress-{run_id}", daemon=True)
 
     def start(self) -> Follower:
+        """Start following; returns once the run's first state is drawn (every step pending,
+        when the run has just started), or after a second at most.
+        """
         self._thread.start()
+        self._drawn.wait(1.0)
         return self
 
     def stop(self) -> None:
