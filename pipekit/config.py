@@ -86,7 +86,13 @@ FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
 
 def config_path() -> Path:
     """The config file: ``PIPEKIT_CONFIG``, else ``config.toml`` in the user config folder."""
-    raw = os.environ.get(CONFIG_ENV)
+    env = os.environ
+    return _config_path(env.get(CONFIG_ENV), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _config_path(raw: str | None, xdg: str | None, home: str | None) -> Path:
+    # Cached by what it depends on: platformdirs costs ~10 µs, and every store access asks.
     if raw:
         return Path(raw).expanduser()
     # lazy: platformdirs is needed only when no PIPEKIT_CONFIG says where the file is
@@ -210,13 +216,29 @@ def get_settings() -> Settings:
     """Where the store is (``PIPEKIT_HOME``, ``PIPEKIT_DB``, ``PIPEKIT_ARTIFACTS``, or the
     config file's).
     """
-    raw_home = setting(HOME_ENV) or DEFAULT_HOME
-    raw_artifacts = setting(ARTIFACTS_ENV)
-    relative = not os.path.isabs(os.path.expanduser(raw_home)) or (
+    # Every store access asks: the environment first, the config file (one stat) only for
+    # what the environment leaves unset.
+    env = os.environ
+    raw_home, raw_db, raw_artifacts = env.get(HOME_ENV), env.get(DB_ENV), env.get(ARTIFACTS_ENV)
+    if not (raw_home and raw_db and raw_artifacts):
+        file = file_settings()
+        raw_home = raw_home or _text(file.get("home"))
+        raw_db = raw_db or _text(file.get("db"))
+        raw_artifacts = raw_artifacts or _text(file.get("artifacts"))
+    raw_home = raw_home or DEFAULT_HOME
+    relative = not _absolute(raw_home) or (
         raw_artifacts is not None and "://" not in raw_artifacts
-        and not os.path.isabs(os.path.expanduser(raw_artifacts)))
-    return _settings_for(raw_home, setting(DB_ENV), raw_artifacts,
-                         os.getcwd() if relative else None)
+        and not _absolute(raw_artifacts))
+    return _settings_for(raw_home, raw_db, raw_artifacts, os.getcwd() if relative else None)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _absolute(raw: str) -> bool:
+    return os.path.isabs(os.path.expanduser(raw))
 
 
 @functools.lru_cache(maxsize=16)
