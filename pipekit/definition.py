@@ -227,9 +227,8 @@ def validate(spec: PipelineSpec) -> Dag:
     :raises DefinitionError: an unknown parent, a cycle, a malformed reference or one to an
         unknown step, pipeline parameter or return value; each names the step.
     """
-    steps = list(spec.nodes)
     for node in spec.nodes.values():
-        check_refs(node, spec, steps)  # before the DAG: "unknown reference" says more
+        check_refs(node, spec)  # before the DAG: "unknown reference" says more
     dag = build_dag(spec.nodes.values())
     dag.validate()
     for node in spec.nodes.values():
@@ -237,10 +236,13 @@ def validate(spec: PipelineSpec) -> Dag:
     return dag
 
 
-def check_refs(node: Node, spec: PipelineSpec, steps: Sequence[str]) -> None:
-    """:raises DefinitionError: a reference of ``node`` names nothing ``spec`` defines."""
+def check_refs(node: Node, spec: PipelineSpec) -> None:
+    """:raises DefinitionError: a reference of ``node`` names nothing ``spec`` defines (a
+    reference to ``node`` itself is refused whether or not it is in ``spec`` yet).
+    """
     values = [node.parameters, node.configurations, node.task_overrides]
-    check(values, list(steps), spec.parameters, node.name)
+    # (the steps as the dict's keys: looked up, never copied, so checking N nodes is O(N))
+    check(values, spec.nodes.keys(), spec.parameters, node.name)
     for ref in find(values):
         if ref.kind is Kind.RETURN and ref.step in spec.nodes:
             source = spec.nodes[ref.step]
@@ -258,7 +260,7 @@ def check_added(node: Node, spec: PipelineSpec) -> list[str]:
     """
     if node.name in spec.nodes:
         raise DuplicateStepError(node.name)
-    check_refs(node, spec, [*spec.nodes, node.name])
+    check_refs(node, spec)
     parents = all_parents(node)
     for parent in parents:
         if parent not in spec.nodes:

@@ -248,7 +248,7 @@ class Runner:
                 self._code(node)
             self.dag.add(node.name, node.parents)
             self.nodes[node.name] = node
-            get_store().add_node(run.info.id, node.name, node.parents, self.dag.to_dict())
+            get_store().add_node(run.info.id, node.name, node.parents)
             self._enter(node)
         self._wake.set()
 

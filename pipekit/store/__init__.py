@@ -20,7 +20,6 @@ between SQLite and PostgreSQL lives in the dialect only.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
@@ -75,7 +74,7 @@ class Store(TaskStore, OutputStore, LogStore, RunStore, QueueStore):
             cache_key=cache_key,
         )
         if run is not None:
-            self.create_run(new.id, dag=json.loads(run.dag), origin=source_id)
+            self.create_run(new.id, dag=self.get_run(source_id).dag, origin=source_id)
         return new
 
 

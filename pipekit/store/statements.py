@@ -149,3 +149,10 @@ INSERT_LOG_CHUNK = ('INSERT INTO log_chunk (task, source, "offset", size, data, 
 LOG_CHUNK_SIZES = "SELECT id, size FROM log_chunk WHERE task = ? ORDER BY id"
 LOG_CHUNK_DATA = "SELECT id, data FROM log_chunk WHERE task = ? AND id >= ? AND id <= ? ORDER BY id"
 HAS_LOG_CHUNKS = "SELECT 1 FROM log_chunk WHERE task = ? LIMIT 1"
+
+# -- a dynamic run's nodes (RunStore.add_node / get_run) -----------------------------------------
+
+UPSERT_NODE = ("INSERT INTO node (run_id, name, parents, status, attempt) "
+               "VALUES (?, ?, ?, 'pending', 0) "
+               "ON CONFLICT (run_id, name) DO UPDATE SET parents = excluded.parents")
+SELECT_NODE_PARENTS = "SELECT name, parents FROM node WHERE run_id = ? ORDER BY id"
