@@ -23,7 +23,7 @@ from . import context, crash
 from .errors import ArtifactCorrupt, PipekitError, SerializationError, StoreError
 from .hashing import digest_file
 from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef, check_name
-from .plugin_manager import Registration, Registry, has_impls, notify
+from .plugin_manager import Registration, Registry, has_impls, lazy, notify
 from .store import Store, get_store
 from .store.blobs import verify_inline
 
@@ -337,5 +337,6 @@ def store_artifact(task_id: str, name: str, value: Any,
     info = store.put_artifact(task_id, name, ref, metadata, shown,
                               lease=context.lease_for(task_id))
     if has_impls("pipekit_artifact_uploaded"):
-        notify("pipekit_artifact_uploaded", task=store.get_task(task_id), artifact=info)
+        notify("pipekit_artifact_uploaded", task=lazy(lambda: store.get_task(task_id)),
+               artifact=info)
 

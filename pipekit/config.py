@@ -176,6 +176,13 @@ class Settings:
         return self.artifacts_path or self.home / "artifacts"
 
     @property
+    def artifacts_setting(self) -> str | None:
+        """``PIPEKIT_ARTIFACTS`` as it was given, resolved (``None``: the default folder)."""
+        if self.artifacts_url is not None:
+            return self.artifacts_url
+        return None if self.artifacts_path is None else str(self.artifacts_path)
+
+    @property
     def shared(self) -> bool:
         """Machines share this store through a database server: logs are copied into it
         (:meth:`pipekit.store.Store.ship_log`) so that every machine can read them.

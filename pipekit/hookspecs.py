@@ -5,7 +5,10 @@ entry-point group (built-ins in ``plugins/`` do exactly the same). Hooks receive
 values from :mod:`pipekit.models` and :mod:`pipekit.nodes`, never database rows; the one
 live object is a run's :class:`~pipekit.nodes.Node`, which ClearML's callbacks may edit.
 An implementation may accept only the arguments it names, so specs may gain arguments but
-never rename or drop one.
+never rename or drop one. The per-step hooks' ``task`` (a :class:`~pipekit.models.TaskInfo`)
+is read from the store on first use, in the hook (:func:`pipekit.plugin_manager.lazy`): a
+step costs no read for plugins that never look at it. Read what you need in the hook; a
+``task`` kept for later shows the task as it is then.
 
 Two kinds of hook, with different error rules:
 

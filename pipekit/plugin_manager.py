@@ -229,6 +229,17 @@ def call_first(hook_name: str, **kwargs: Any) -> Any:
     return None
 
 
+def lazy(load: Callable[[], Any]) -> Any:
+    """A hook argument read only if a plugin uses it: ``load()`` runs on first use (an
+    attribute read, a comparison…), once. The per-step hooks pass the step's task this way,
+    so a run whose plugins never look at it never reads it back from the store.
+    """
+    # lazy: the proxy class is needed only once a hook with such an argument fires
+    import lazy_object_proxy
+
+    return lazy_object_proxy.Proxy(load)
+
+
 def has_impls(hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (lets hot paths skip the call)."""
     return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())

@@ -42,7 +42,7 @@ from .finish import finish_task
 from .launch import FunctionCodes, Launcher, StepJob, cause, hook_error
 from .models import Job, Outcome, Status
 from .nodes import Node, NodeStatus, PipelineSpec, RunInfo
-from .plugin_manager import call_each, has_impls, notify
+from .plugin_manager import call_each, has_impls, lazy, notify
 from .restore import LOST, Restored, Watch, plan, resume_node
 from .runs import Ownership, open_run, settle_version
 from .store import get_store
@@ -382,8 +382,8 @@ class Runner:
         node.job_started = time.time()
         node.job_ended = None
         if has_impls("pipekit_step_created"):
-            notify("pipekit_step_created", node=node, task=get_store().get_task(task_id),
-                   run=run.info)
+            notify("pipekit_step_created", node=node,
+                   task=lazy(lambda: get_store().get_task(task_id)), run=run.info)
         self._set_status(node, NodeStatus.in_progress, task=task_id)
         crash.point("step-claimed", node.name)
         try:
@@ -492,7 +492,7 @@ class Runner:
         old = self._set_status(node, status, task=task_id, quiet=True)
         try:
             call_each("pipekit_step_completed", node=node,
-                      task=get_store().get_task(task_id), run=self._live.info)
+                      task=lazy(lambda: get_store().get_task(task_id)), run=self._live.info)
         except Exception as exc:
             self._announce(node, old)
             node.executed = False
@@ -559,7 +559,8 @@ class Runner:
 
     def _announce(self, node: Node, old: str) -> None:
         if has_impls("pipekit_step_status_changed"):
-            task = node.job.task.data if node.job is not None else None
+            job = node.job
+            task = lazy(lambda: job.task.data) if job is not None else None
             notify("pipekit_step_status_changed", node=node, task=task, old=old,
                    new=node.status, run=self._live.info)
 

@@ -31,6 +31,7 @@ import psutil
 from . import context
 from .capture import pump
 from .config import (
+    ARTIFACTS_ENV,
     CAUSE_ENV,
     CONTROLLER_PID_ENV,
     DB_ENV,
@@ -162,6 +163,8 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
             child_env.pop(key, None)
     child_env.update({TASK_ENV: info.id, HOME_ENV: str(store.settings.home),
                       DB_ENV: store.settings.db_url, "PYTHONUNBUFFERED": "1"})
+    if store.settings.artifacts_setting is not None:
+        child_env[ARTIFACTS_ENV] = store.settings.artifacts_setting
     if lease is not None:  # the script's own uploads are fenced by the same lease
         child_env[LEASE_ENV] = context.lease_env(lease)
     if owner is not None:  # the script's controller drives the run as the owner we took
@@ -265,15 +268,17 @@ def run_job(job: Job, on_start: Callable[[int], None] | None = None) -> Outcome:
     return outcome_of(job.task_id) or settle(job.task_id, "the worker returned early")
 
 
-def run_job_in_child(job: Job, home: str, db: str) -> Outcome:
-    """:func:`run_job` in a fresh process (a pool worker), on the store at ``home``/``db``.
+def run_job_in_child(job: Job, home: str, db: str, artifacts: str | None = None) -> Outcome:
+    """:func:`run_job` in a fresh process (a pool worker), on the store at ``home``/``db``
+    with its objects at ``artifacts`` (:attr:`pipekit.config.Settings.artifacts_setting`;
+    ``None``: the default folder).
 
     A pool worker whose controller died would wait for its next job forever: once its
     parent is gone it exits, after finishing (and committing) the job it runs, if any.
     """
     _watch_parent()
     os.environ[CONTROLLER_PID_ENV] = str(_watching[0])
-    configure(home=home, db=db)
+    configure(home=home, db=db, artifacts=artifacts)
     with _busy:
         return run_job(job)
 

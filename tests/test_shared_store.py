@@ -215,6 +215,22 @@ def test_an_object_store_without_its_driver_names_the_extra(monkeypatch):
         store_value(store, os.urandom(50_000), "blob")
 
 
+@pytest.mark.parametrize("executor", ["thread", "process", "subprocess"])
+def test_every_executor_writes_a_steps_objects_where_the_store_keeps_them(
+        executor, monkeypatch, tmp_path):
+    objects = tmp_path / "objects"
+    use_artifacts(str(objects), monkeypatch)
+    pipe = PipelineController(name=f"objects-{executor}", project="shared")
+    pipe.add_function_step("rows", make_rows, {"n": 3000}, ["rows"])
+    pipe.add_function_step("total", total, {"rows": "${rows.rows}"}, ["y"])
+    pipe.start_locally(run_pipeline_steps_locally=True, executor=executor)
+    assert pipe.is_successful()
+    digest = Task.get_task(task_id=pipe.get_pipeline_dag()["rows"].executed
+                           ).artifacts["rows"].digest
+    assert (objects / digest[:2] / digest).is_file()
+    assert not (get_store().settings.home / "artifacts" / digest[:2]).exists()
+
+
 def test_a_folder_or_file_url_holds_the_objects(monkeypatch, tmp_path):
     for raw in (str(tmp_path / "objects-a"), (tmp_path / "objects-b").as_uri()):
         store = use_artifacts(raw, monkeypatch)

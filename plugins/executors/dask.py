@@ -252,8 +252,7 @@ class DaskExecutor:
         store = None
         if self._here:
             settings = get_settings()
-            objects = settings.artifacts_url or settings.artifacts_path
-            store = (str(settings.home), settings.db_url, None if objects is None else str(objects))
+            store = (str(settings.home), settings.db_url, settings.artifacts_setting)
         future = client.submit(execute, job, *(store or (None, None, None)),
                                key=f"{job.step or 'task'}-{job.task_id}", pure=False)
         return _DaskHandle(job, future)

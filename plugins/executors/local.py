@@ -134,7 +134,7 @@ class ProcessExecutor:
         settings = get_settings()
         with main_hidden():
             future = self._get_pool().submit(run_job_in_child, job, str(settings.home),
-                                             settings.db_url)
+                                             settings.db_url, settings.artifacts_setting)
         return _FutureHandle(job, future)
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
