@@ -281,8 +281,8 @@ def _outputs(result: Any, names: list[str], step: str) -> list[tuple[str, Any]]:
 
 
 def call(task_id: str, *, worker: str | None = None, capture: bool = True,
-         lease: Lease | None = None, before_finish: Callable[[], None] | None = None
-         ) -> TaskInfo:
+         lease: Lease | None = None, before_finish: Callable[[], None] | None = None,
+         info: TaskInfo | None = None) -> TaskInfo:
     """Run a ``created``/``queued`` function task here to its final status; returns it.
 
     The task is ``completed`` only after each return value's artifact is committed; an
@@ -295,10 +295,11 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
     :param before_finish: called once the function returned or raised, before the task
         gets its final status (the step process drains its output into the log then, so
         the log is whole when the task is seen to end).
+    :param info: the task as the caller just read it (else it is read here).
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
-    info = store.get_task(task_id)
+    info = info if info is not None and info.id == task_id else store.get_task(task_id)
     if lease is not None:
         if info.status != Status.in_progress.value:
             raise TaskStateError(info.id, info.status, "run")
@@ -316,7 +317,7 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
             kwargs = _arguments(store, info.id)
             result = fn(**kwargs)
             outputs = _outputs(result, list(script.get("return") or ()), info.name)
-            if not Status(store.get_task(info.id).status).is_final:
+            if not Status(store.task_status(info.id)).is_final:
                 # (a step stopped or timed out meanwhile keeps nothing)
                 for name, value in outputs:
                     # a returned string stays a string, even one that names a path

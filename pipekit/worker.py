@@ -137,13 +137,16 @@ def run_task(task_id: str, echo: IO[bytes] | None = None, worker: str | None = N
     :raises TaskStateError: the task is not in a runnable status.
     """
     store = get_store()
-    info = store.get_task(store.resolve_task_id(task_id))
+    try:  # a full id (what executors pass): one read
+        info = store.get_task(task_id)
+    except TaskNotFound:
+        info = store.get_task(store.resolve_task_id(task_id))
     runnable = (Status.in_progress.value,) if lease is not None or owner is not None else (
         Status.created.value, Status.queued.value)
     if info.status not in runnable:
         raise TaskStateError(info.id, info.status, "run")
     if info.is_function:
-        return call(info.id, worker=worker, lease=lease)
+        return call(info.id, worker=worker, lease=lease, info=info)
     script = info.script
     path = script.get("path")
     if lease is None and owner is None:
@@ -261,10 +264,12 @@ def run_job(job: Job, on_start: Callable[[int], None] | None = None) -> Outcome:
     :param on_start: called with a script task's child pid once it runs (to cancel it).
     """
     try:
-        run_task(job.task_id, on_start=on_start)
+        info = run_task(job.task_id, on_start=on_start)
     except Exception as exc:
         outcome = outcome_of(job.task_id)
         return outcome or settle(job.task_id, f"{type(exc).__name__}: {exc}")
+    if Status(info.status).is_final:  # as it ended: read after its final write
+        return Outcome(info.status, info.status_reason)
     return outcome_of(job.task_id) or settle(job.task_id, "the worker returned early")
 
 

@@ -199,6 +199,17 @@ class TaskStore(StoreBase):
                 break
         return out
 
+    def task_status(self, task_id: str) -> str:
+        """The task's status alone (one indexed read: what a running step checks).
+
+        :raises TaskNotFound: no task has this id.
+        """
+        self._check()
+        row = self._sql(sql.SELECT_STATUS, (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id, self.where)
+        return row[0]
+
     def resolve_task_id(self, prefix: str) -> str:
         """A full task id from an id, or from a unique prefix of at least
         :data:`MIN_PREFIX` (6) hex digits.
