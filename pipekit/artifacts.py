@@ -26,6 +26,7 @@ from .models import NAME_RE, ArtifactInfo, ModelInfo, ObjectRef, check_name
 from .plugin_manager import Registration, Registry, has_impls, lazy, notify
 from .store import Store, get_store
 from .store.blobs import verify_inline
+from .store.outputs import artifact_info
 
 
 class Serializer:
@@ -325,18 +326,36 @@ def store_artifact(task_id: str, name: str, value: Any,
 
     :raises SerializationError: a ``Path`` that names nothing, or a value no serializer takes.
     """
+    store = get_store()
+    pending = prepare_artifact(store, task_id, name, value, metadata, preview)
+    info = store.put_artifact(task_id, name, pending.ref, pending.metadata, pending.preview,
+                              lease=context.lease_for(task_id))
+    artifact_uploaded(store, info)
+
+
+def prepare_artifact(store: Store, task_id: str, name: str, value: Any,
+                     metadata: Mapping[str, Any] | None = None, preview: Any = None
+                     ) -> ArtifactInfo:
+    """Store ``value``'s object (as :func:`store_artifact` does) and return the artifact to
+    record, not yet recorded: a step's return values are recorded with its final status
+    (:func:`pipekit.finish.finish_task`), in one transaction.
+
+    :raises SerializationError: as :func:`store_artifact`.
+    """
     check_name("artifact", name)
     if isinstance(value, os.PathLike) and not os.path.exists(value):
         raise SerializationError(f"artifact {name!r}: no such file or folder "
                                  f"{os.fspath(value)!r}", artifact=name)
-    store = get_store()
     ref, auto_preview = store_value(store, value, name)
     if crash.armed():
         crash.point("artifact-written", store.get_task(task_id).name)
     shown = str(preview) if preview is not None else auto_preview
-    info = store.put_artifact(task_id, name, ref, metadata, shown,
-                              lease=context.lease_for(task_id))
+    return artifact_info(task_id, name, ref, metadata, shown)
+
+
+def artifact_uploaded(store: Store, info: ArtifactInfo) -> None:
+    """Tell plugins an artifact was recorded (after its transaction committed)."""
     if has_impls("pipekit_artifact_uploaded"):
-        notify("pipekit_artifact_uploaded", task=lazy(lambda: store.get_task(task_id)),
+        notify("pipekit_artifact_uploaded", task=lazy(lambda: store.get_task(info.task)),
                artifact=info)
 

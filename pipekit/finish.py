@@ -11,9 +11,11 @@ where a lease's fencing check belongs once remote agents run tasks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import context, crash
 from .logger import flush_metrics
-from .models import Lease, Status
+from .models import ArtifactInfo, Lease, Status
 from .redact import redact
 from .store import get_store
 
@@ -22,7 +24,8 @@ __all__ = ["finish_task"]
 
 def finish_task(task_id: str, status: Status, reason: str = "", *,
                 log_size: int | None = None, lease: Lease | None = None,
-                run: bool = False, owner: str | None = None) -> bool:
+                run: bool = False, owner: str | None = None,
+                artifacts: Sequence[ArtifactInfo] = ()) -> bool:
     """End ``task_id`` with ``status`` (and ``reason``); returns whether this call set it.
 
     A task that already has a final status keeps it (a step stopped or timed out from outside
@@ -38,6 +41,9 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         steps running: RELIABILITY 12).
     :param owner: with ``run``: the controller owner ending it; a run another process has
         taken over since is left to it.
+    :param artifacts: recorded with the status, in its transaction, only if this call sets
+        it (a step's return values, their objects already stored): a step stopped or timed
+        out meanwhile keeps none, and a completed one has them all.
     """
     reason = redact(reason)  # a step's error may quote the secrets it was given
     try:
@@ -51,7 +57,8 @@ def finish_task(task_id: str, status: Status, reason: str = "", *,
         if run:
             moved = store.finish_run(task_id, status, reason, lease=lease, owner=owner)
         else:
-            moved = store.set_status(task_id, status, reason=reason, lease=lease)
+            moved = store.set_status(task_id, status, reason=reason, lease=lease,
+                                     artifacts=artifacts)
             if moved and status is Status.completed and crash.armed():
                 crash.point("step-committed", store.get_task(task_id).name)
     return moved

@@ -29,12 +29,21 @@ import attrs
 
 from . import context, redact
 from . import params as P
-from .artifacts import load_value, store_artifact
-from .capture import ThreadCapture
-from .errors import PipekitError, SerializationError, StepFailed, TaskStateError
+from .artifacts import artifact_uploaded, load_value, prepare_artifact
+from .capture import ThreadCapture, open_log
+from .errors import LeaseLost, PipekitError, SerializationError, StepFailed, TaskStateError
 from .finish import finish_task
 from .hashing import digest_bytes, digest_code, function_source
-from .models import FUNCTION_KIND, Lease, ParamInfo, Status, TaskInfo, TaskType, check_name
+from .models import (
+    FUNCTION_KIND,
+    ArtifactInfo,
+    Lease,
+    ParamInfo,
+    Status,
+    TaskInfo,
+    TaskType,
+    check_name,
+)
 from .references import Kind, Ref, resolve
 from .store import Store, get_store
 from .task import Task, executing
@@ -311,17 +320,17 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
     log = ThreadCapture(store.log_path(info.id)) if capture else None
     failure: str | None = None
     stopped: str | None = None
+    returned: list[ArtifactInfo] = []
     try:
-        with executing(info.id) as task:
+        with executing(info.id):
             fn = _load_callable(store, script["callable"], info.name, script.get("file"))
             kwargs = _arguments(store, info.id)
             result = fn(**kwargs)
-            outputs = _outputs(result, list(script.get("return") or ()), info.name)
-            if not Status(store.task_status(info.id)).is_final:
-                # (a step stopped or timed out meanwhile keeps nothing)
-                for name, value in outputs:
-                    # a returned string stays a string, even one that names a path
-                    store_artifact(task.id, check_name("artifact", name), value)
+            for name, value in _outputs(result, list(script.get("return") or ()), info.name):
+                # a returned string stays a string, even one that names a path; the objects
+                # are stored now, their records go in with the final status
+                returned.append(prepare_artifact(store, info.id, check_name("artifact", name),
+                                                 value))
     except KeyboardInterrupt:
         stopped = "stopped by user (KeyboardInterrupt)"
         raise
@@ -344,6 +353,12 @@ def call(task_id: str, *, worker: str | None = None, capture: bool = True,
             finish_task(info.id, Status.stopped, stopped, log_size=size, lease=lease)
         elif failure is not None:
             finish_task(info.id, Status.failed, failure, log_size=size, lease=lease)
-        else:
-            finish_task(info.id, Status.completed, log_size=size, lease=lease)
+        elif finish_task(info.id, Status.completed, log_size=size, lease=lease,
+                         artifacts=returned):
+            for artifact in returned:
+                artifact_uploaded(store, artifact)
+        elif lease is not None and store.lease_of(info.id)[0] != lease:
+            # A late attempt: its task was reaped and runs again elsewhere. Say so in its log.
+            with open_log(store.log_path(info.id)) as fh:
+                fh.write(f"LeaseLost: {LeaseLost(info.id, lease)}\n".encode())
     return store.get_task(info.id)

@@ -19,13 +19,28 @@ from ..errors import ArtifactNotFound, ModelNotFound
 from ..models import ArtifactInfo, Lease, ModelInfo, ObjectRef, ReportInfo, ScalarPoint
 from .base import StoreBase, new_id
 
-__all__ = ["OutputStore"]
+__all__ = ["OutputStore", "artifact_info", "artifact_row"]
 
 
 def _ref(row: t.Artifact | t.OutputModel) -> ObjectRef:
     inline = bytes(row.inline) if row.inline is not None else None
     return ObjectRef(digest=row.digest, size=row.size, serializer=row.serializer,
                      type=row.type, filename=row.filename, inline=inline)
+
+
+def artifact_info(task_id: str, name: str, ref: ObjectRef,
+                  metadata: Mapping[str, Any] | None = None, preview: str = "") -> ArtifactInfo:
+    """An artifact as it will be recorded now (its metadata as JSON keeps it)."""
+    meta = json.loads(json.dumps(dict(metadata or {}), default=str))
+    return ArtifactInfo(task=task_id, name=name, ref=ref, metadata=meta, preview=preview,
+                        created=time.time())
+
+
+def artifact_row(info: ArtifactInfo) -> tuple[Any, ...]:
+    """The values :data:`~.statements.UPSERT_ARTIFACT` records ``info`` with."""
+    ref = info.ref
+    return (info.task, info.name, ref.digest, ref.size, ref.serializer, ref.type,
+            ref.filename, ref.inline, json.dumps(info.metadata), info.preview, info.created)
 
 
 class OutputStore(StoreBase):
@@ -44,20 +59,16 @@ class OutputStore(StoreBase):
         :param lease: the claim under which the task runs: recorded only while it is current.
         :raises LeaseLost: ``lease`` is no longer current.
         """
-        now = time.time()
-        meta = json.dumps(dict(metadata or {}), default=str)
-
-        row = (task_id, name, ref.digest, ref.size, ref.serializer, ref.type, ref.filename,
-               ref.inline, meta, preview, now)
+        info = artifact_info(task_id, name, ref, metadata, preview)
+        row = artifact_row(info)
 
         def upsert() -> None:
             self._fence(task_id, lease)
             self._sql(sql.UPSERT_ARTIFACT, row)
-            self._sql(sql.TOUCH_TASK, (now, task_id))
+            self._sql(sql.TOUCH_TASK, (info.created, task_id))
 
         self.write(upsert)
-        return ArtifactInfo(task=task_id, name=name, ref=ref, metadata=json.loads(meta),
-                            preview=preview, created=now)
+        return info
 
     def get_artifact(self, task_id: str, name: str) -> ArtifactInfo:
         """One artifact of a task by name.

@@ -19,8 +19,9 @@ import pipekit.store.statements as sql
 import pipekit.store.tables as t
 
 from ..errors import TaskIdPrefixError, TaskNotFound, TaskStateError
-from ..models import Lease, ParamInfo, Status, TaskInfo, sources_of
+from ..models import ArtifactInfo, Lease, ParamInfo, Status, TaskInfo, sources_of
 from .base import StoreBase, new_id
+from .outputs import artifact_row
 
 __all__ = ["MIN_PREFIX", "TaskStore", "task_info"]
 
@@ -277,7 +278,8 @@ class TaskStore(StoreBase):
 
     def set_status(self, task_id: str, new: Status, *, reason: str = "",
                    worker: str | None = None, force: bool = False,
-                   lease: Lease | None = None) -> bool:
+                   lease: Lease | None = None, artifacts: Sequence[ArtifactInfo] = ()
+                   ) -> bool:
         """Move a task to ``new`` if its current status allows it; returns whether it moved.
 
         The check and the update are one conditional statement, so of two processes racing
@@ -290,6 +292,9 @@ class TaskStore(StoreBase):
         :param force: move whatever the current status.
         :param lease: the claim under which the caller ran the task: the move happens only
             while it is current (the fencing check).
+        :param artifacts: recorded (their objects already stored) in the same transaction,
+            if and only if the task moves: a completed step's return values, which so exist
+            exactly when it counts as completed.
         :raises TaskNotFound: no task has this id.
         """
         new = Status(new)
@@ -313,8 +318,14 @@ class TaskStore(StoreBase):
             statement += sql.FENCE
             params += (task_id, lease.worker, lease.attempt)
 
+        rows = [artifact_row(a) for a in artifacts]
+
         def update() -> int:
-            return self._sql(statement, params).rowcount
+            moved = self._sql(statement, params).rowcount
+            if moved:
+                for row in rows:
+                    self._sql(sql.UPSERT_ARTIFACT, row)
+            return moved
 
         moved = bool(self.write(update))
         if not moved:
