@@ -89,6 +89,14 @@ def _split(value: str | None) -> set[str]:
     return {part.strip() for part in (value or "").split(",") if part.strip()}
 
 
+def third_party_plugins() -> list[str]:
+    """The entry-point names of installed plugins that are not pipekit's own (none are
+    imported to say so).
+    """
+    return [ep.name for ep in metadata.entry_points(group=GROUP)
+            if (ep.dist.name if ep.dist is not None else "") != CORE_DIST]
+
+
 def make_plugin_manager(blocked: Iterable[str] = (), only: Iterable[str] | None = None,
                         dists: Iterable[str] | None = None) -> pluggy.PluginManager:
     """A new manager with pipekit's specs and the plugins that entry points provide.

@@ -374,6 +374,30 @@ def test_a_command_plugin_that_raises_is_a_one_line_cli_error(monkeypatch, tmp_p
     assert "'pk_bad_commands'" in err and "boom in commands" in err
 
 
+def test_no_builtin_plugin_adds_a_command_so_help_imports_none():
+    """What lets `pipekit --help` skip importing pipekit's own plugins."""
+    pm = make_plugin_manager(dists={"pipekit"})
+    assert pm.hook.pipekit_register_commands.get_hookimpls() == []
+    code = textwrap.dedent("""
+        import sys
+        from importlib import metadata
+        import pipekit.plugin_manager as pm
+        real = metadata.entry_points
+        pm.metadata.entry_points = lambda **kw: [  # as with no third-party plugin installed
+            ep for ep in real(**kw) if ep.dist is not None and ep.dist.name == "pipekit"]
+        from pipekit.cli import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print(sorted(m for m in sys.modules if m.startswith("pipekit_plugins.")))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Commands:" in proc.stdout and proc.stdout.strip().endswith("[]"), proc.stdout
+
+
 # -- wrappers and registries ------------------------------------------------------------------
 
 

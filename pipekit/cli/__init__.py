@@ -63,9 +63,12 @@ def _register() -> None:
 
 def _register_plugin_commands() -> None:
     # lazy: `pipekit --help` and other commands load only what they use
-    from ..plugin_manager import call_each
+    from ..plugin_manager import call_each, third_party_plugins
 
-    call_each("pipekit_register_commands", cli=cli)
+    # pipekit's own plugins add no command (a test holds that): with no other plugin
+    # installed, no plugin is imported before the arguments are parsed
+    if third_party_plugins():
+        call_each("pipekit_register_commands", cli=cli)
 
 
 _register()
