@@ -14,6 +14,11 @@ What an executor can do is said by class attributes the runner reads through
 * ``kills_trees`` — ``cancel`` kills every process a job started (else a function step
   running in one of the executor's threads can only be abandoned);
 * ``uses_queues`` — jobs go to their queue (``Job.queue``) for agents to run: remote mode.
+
+An executor that can tell when a job ends declares an attribute ``wake = None``: the run loop
+sets it to a callable, and the executor calls it (from any thread) whenever a job finishes,
+so its outcome is collected at once rather than at the loop's next poll (which backs off to
+20 ms while nothing happens). ``poll`` stays the source of truth; ``wake`` only hurries it.
 """
 
 from __future__ import annotations

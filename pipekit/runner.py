@@ -323,7 +323,9 @@ class Runner:
         name = self.executor_name
         executors = self._live.executors
         if name not in executors:
-            executors[name] = make_executor(name, max_workers=self.max_workers)
+            executor = executors[name] = make_executor(name, max_workers=self.max_workers)
+            if hasattr(executor, "wake"):  # it can tell when a job ends: no waiting for a poll
+                executor.wake = self._wake.set
         return name, executors[name]
 
     def _enter(self, node: Node) -> None:

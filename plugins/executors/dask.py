@@ -178,6 +178,8 @@ class DaskExecutor:
     """
 
     kills_trees = False  # a function step's worker thread can only be abandoned
+    #: set by the run loop: called when a job ends (pipekit.executor says why)
+    wake: Any = None
 
     def __init__(self, max_workers: int | None = None, *, address: str | None = None,
                  n_workers: int | None = None, allowed_failures: int = 1,
@@ -255,7 +257,12 @@ class DaskExecutor:
             store = (str(settings.home), settings.db_url, settings.artifacts_setting)
         future = client.submit(execute, job, *(store or (None, None, None)),
                                key=f"{job.step or 'task'}-{job.task_id}", pure=False)
+        future.add_done_callback(self._woken)
         return _DaskHandle(job, future)
+
+    def _woken(self, _: Any) -> None:
+        if self.wake is not None:
+            self.wake()
 
     def poll(self, handle: _DaskHandle) -> Outcome | None:
         if handle.outcome is not None:

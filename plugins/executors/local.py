@@ -16,7 +16,9 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +40,14 @@ from pipekit.models import Status
 from pipekit.worker import describe_exit, kill_tree, run_job, run_job_in_child
 
 
+def _exited(pid: int) -> None:
+    """Block until process ``pid`` exits, without reaping it (``Popen.poll`` does that)."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass
+
+
 def _default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
@@ -45,6 +55,19 @@ def _default_workers() -> int:
 def _run_keeping_pid(job: Job, pids: dict[str, int]) -> Outcome:
     """:func:`run_job`, remembering a script task's child pid so it can be cancelled."""
     return run_job(job, on_start=lambda pid: pids.__setitem__(job.task_id, pid))
+
+
+class _Waking:
+    """An executor whose jobs wake the run loop when they end (:attr:`wake`, which the
+    loop sets), so an outcome is collected at once, not at the loop's next poll.
+    """
+
+    wake: Callable[[], None] | None = None
+
+    def _woken(self, _: Any = None) -> None:
+        wake = self.wake
+        if wake is not None:
+            wake()
 
 
 @attrs.define
@@ -76,7 +99,7 @@ class InlineExecutor:
         """Nothing to release."""
 
 
-class ThreadExecutor:
+class ThreadExecutor(_Waking):
     """Run jobs on a thread pool of ``max_workers`` threads."""
 
     def __init__(self, max_workers: int | None = None) -> None:
@@ -85,7 +108,9 @@ class ThreadExecutor:
         self._pids: dict[str, int] = {}
 
     def submit(self, job: Job) -> _FutureHandle:
-        return _FutureHandle(job, self._pool.submit(_run_keeping_pid, job, self._pids))
+        future = self._pool.submit(_run_keeping_pid, job, self._pids)
+        future.add_done_callback(self._woken)
+        return _FutureHandle(job, future)
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
         if handle.cancelled or handle.future.cancelled():
@@ -115,7 +140,7 @@ class ThreadExecutor:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-class ProcessExecutor:
+class ProcessExecutor(_Waking):
     """Run jobs in a pool of ``max_workers`` spawned processes."""
 
     kills_trees = True
@@ -135,6 +160,7 @@ class ProcessExecutor:
         with main_hidden():
             future = self._get_pool().submit(run_job_in_child, job, str(settings.home),
                                              settings.db_url, settings.artifacts_setting)
+        future.add_done_callback(self._woken)
         return _FutureHandle(job, future)
 
     def poll(self, handle: _FutureHandle) -> Outcome | None:
@@ -173,7 +199,7 @@ class _ProcessHandle:
     outcome: Outcome | None = None
 
 
-class SubprocessExecutor:
+class SubprocessExecutor(_Waking):
     """One ``python -m pipekit.worker TASK`` process per job, in its own session."""
 
     kills_trees = True
@@ -194,6 +220,9 @@ class SubprocessExecutor:
                                  job.task_id], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
+        if self.wake is not None:  # a step's end wakes the loop (the wait reaps nothing)
+            threading.Thread(target=lambda: (_exited(proc.pid), self._woken()), daemon=True,
+                             name=f"pipekit-wait-{proc.pid}").start()
         return _ProcessHandle(job, proc)
 
     def poll(self, handle: _ProcessHandle) -> Outcome | None:
