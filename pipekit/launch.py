@@ -122,6 +122,8 @@ class Launcher:
         :param code: a function node's pickle and code, made once per node.
         """
         self.spec, self.run, self.refresh, self.code = spec, run, refresh, code
+        #: the run's store, looked up once (every node of a run uses the same one)
+        self.store = get_store()
 
     def launch(self, node: Node) -> Launch:
         created: list[str] = []
@@ -137,7 +139,7 @@ class Launcher:
     def _keep_traceback(self, task_id: str | None, step: str, reason: str, text: str) -> None:
         """Append a launch failure's traceback to the step's log (the run's, if no task)."""
         try:
-            path = get_store().log_path(task_id or self.run.id)
+            path = self.store.log_path(task_id or self.run.id)
             with open_log(path) as fh:
                 fh.write(f"step {step!r} failed at launch: {reason}\n{text}".encode())
         except OSError:
@@ -165,7 +167,7 @@ class Launcher:
             hit = None if node.cache_key is None or self.refresh else call_first(
                 "pipekit_cache_lookup", key=node.cache_key, node=node)
             if hit is not None:
-                bad = unverified(get_store(), hit)
+                bad = unverified(self.store, hit)
                 if bad is None:
                     return Launch(cached=hit)
                 log.warning("step %r: the cached result is not used, %s; the step runs "
@@ -176,7 +178,7 @@ class Launcher:
 
     def lookup(self, ref: Ref) -> Any:
         """The value of one reference of a node about to launch."""
-        store = get_store()
+        store = self.store
         if ref.kind is Kind.PIPELINE:
             return self.spec.parameters[ref.name]
         node = self.spec.nodes[ref.step]
@@ -229,7 +231,7 @@ class Launcher:
 
     def cache_key(self, node: Node, resolved: dict[str, Any]) -> str | None:
         """The node's cache key, or ``None`` (with a warning) when it cannot have one."""
-        store = get_store()
+        store = self.store
         params: dict[str, Any] = {}
         inputs: dict[str, str] = {}
         for key, value in resolved.items():
@@ -272,7 +274,7 @@ class Launcher:
 
     def create_task(self, node: Node, resolved: dict[str, Any], created: list[str]) -> str:
         """Make the step's task; its id is appended to ``created`` as soon as it exists."""
-        store = get_store()
+        store = self.store
         run_id, spec = self.run.id, self.spec
         tags = [f"pipe: {run_id}"] if spec.add_pipeline_tags else []
         project = node.project_name or spec.target_project or spec.project

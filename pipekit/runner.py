@@ -551,7 +551,7 @@ class Runner:
         with self._changed:
             node.status = new.value
             self._changed.notify_all()
-        get_store().set_node(self._live.info.id, node.name, new.value, task=task,
+        self._live.launcher.store.set_node(self._live.info.id, node.name, new.value, task=task,
                              attempt=node.attempt, cache_key=node.cache_key,
                              started=now if new is NodeStatus.in_progress else None,
                              ended=now if new.is_final else None)
