@@ -44,8 +44,27 @@ APIS = ("controller", "decorator")
 
 
 def rss_kib() -> int:
-    """Peak resident set size of this process so far (Linux: KiB)."""
+    """Peak resident set size of this process so far (``ru_maxrss``; Linux: KiB).
+
+    Linux carries ``ru_maxrss`` over ``fork`` and ``exec``: a process started straight from
+    ``run.py`` (which has imported pipekit and run T1 by then) would report at least
+    ``run.py``'s size. So :func:`one_process` starts a small launcher
+    (``w7_scale.py --launch``), and the launcher starts the measured process: its
+    ``ru_maxrss`` is its own.
+    """
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def hwm_kib() -> int | None:
+    """``VmHWM`` of /proc/self/status (the peak RSS of this process's memory since its
+    ``exec``, a cross-check of :func:`rss_kib`), or ``None``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def parents_of(layer: int, j: int) -> list[int]:
@@ -155,7 +174,8 @@ def one(api: str, steps: int) -> dict[str, Any]:
         rss_end = rss_kib()
         check_decorator(layers)
     return {"api": api, "steps": steps, **times, "per_step": times["wall"] / steps,
-            "floor_per_step": floor, "rss_start_kib": rss_start, "rss_peak_kib": rss_end}
+            "floor_per_step": floor, "rss_start_kib": rss_start, "rss_peak_kib": rss_end,
+            "vm_hwm_kib": hwm_kib()}
 
 
 # -- the driver side (run.py) -----------------------------------------------------------------
@@ -171,7 +191,7 @@ def one_process(api: str, steps: int, budget: float) -> dict[str, Any]:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, PIPEKIT_HOME=str(home), PIPEKIT_PROGRESS="0")
         env.pop("PIPEKIT_DB", None)
-        cmd = [sys.executable, __file__, "--api", api, "--steps", str(steps),
+        cmd = [sys.executable, __file__, "--launch", "--api", api, "--steps", str(steps),
                "--out", str(out)]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
@@ -234,7 +254,9 @@ def summarize_size(runs: list[dict[str, Any]]) -> dict[str, Any]:
     bad = [r for r in runs if "per_step" not in r]
     if bad and not good:
         return dict(bad[0])
-    keys = ("wall", "per_step", "floor_per_step", "rss_start_kib", "rss_peak_kib")
+    keys = ("wall", "per_step", "floor_per_step", "rss_start_kib", "rss_peak_kib",
+            "process_wall")
+    # (medians of each; the peak RSS of a size barely varies between its runs)
     summary: dict[str, Any] = {k: statistics.median(r[k] for r in good) for k in keys}
     summary["runs"] = len(good)
     summary["per_step_runs"] = [r["per_step"] for r in good]
@@ -251,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", choices=APIS, required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--launch", action="store_true",
+                        help="start the measurement in a child process (see rss_kib)")
     args = parser.parse_args(argv)
+    if args.launch:
+        argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--launch"]
+        return subprocess.run([sys.executable, __file__, *argv]).returncode
     if "PIPEKIT_HOME" not in os.environ:
         parser.error("set PIPEKIT_HOME to a fresh, empty folder")
     os.environ.pop("PIPEKIT_DB", None)
