@@ -1,11 +1,13 @@
 """The pipeline workloads of PERFORMANCE.md (W1, W1d, W2, W3, W4, W5), each timed against its
-floor in the same process.
+floor in the same process, in interleaved pairs: the floor, then one pipekit run, then the
+floor again, ... (``--repeat`` pairs). A workload's result holds ``pairs``, each with
+``floor`` and ``ours`` in the same unit (``unit``: seconds per step, or wall seconds);
+``run.py`` reports the medians, their ratio and the range of the per-pair ratios.
 
 ``run.py`` runs each workload as ``python tests/bench/pipelines.py <workload> --out FILE`` with
 a fresh ``PIPEKIT_HOME``; every repetition gets its own sub-folder of it (a fresh store). The
 step functions live in ``__main__`` here, so they travel by value (cloudpickle) to step
-subprocesses, as a user's pipeline script's do. The result is a JSON object written to FILE;
-every time in it is in seconds.
+subprocesses, as a user's pipeline script's do. The result is a JSON object written to FILE.
 
 Run one by hand: ``PIPEKIT_HOME=$(mktemp -d) python tests/bench/pipelines.py w1 --out r.json``.
 

@@ -176,8 +176,7 @@ def postgres(pg: str | None) -> Iterator[tuple[Any, str | None, str, str | None]
     if pg != "auto":
         yield None, pg, "PostgreSQL at `PIPEKIT_BENCH_PG`" + server_settings(pg), None
         return
-    label = ("PostgreSQL, a throwaway local server the bench started (`PIPEKIT_BENCH_PG=auto`"
-             ": tests/postgres_helpers.Cluster, 127.0.0.1)")
+    label = "PostgreSQL, a throwaway server on 127.0.0.1 (`PIPEKIT_BENCH_PG=auto`)"
     sys.path.insert(0, str(ROOT / "tests"))
     from postgres_helpers import Cluster, find_bindir
 
@@ -219,7 +218,7 @@ def server_settings(url: str) -> str:
     settings = {name: setting for name, setting, _ in rows}
     if "shared_buffers" in settings:  # (in 8 KiB pages)
         settings["shared_buffers"] = f"{int(settings['shared_buffers']) * 8 // 1024}MB"
-    version = settings.pop("server_version", "?")
+    version = settings.pop("server_version", "?").split()[0]
     return f", server {version}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
@@ -279,6 +278,91 @@ def commit() -> str:
     return head + (" with local changes under pipekit/ or plugins/" if dirty else "")
 
 
+CHAINS: list[tuple[str, str, str]] = [
+    ("W1", "w1", "`PipelineController.add_function_step(..., function_return=[\"x\"])` "
+     "with `${prev.x}`, `start_locally(run_pipeline_steps_locally=True, "
+     "executor=\"inline\")`"),
+    ("W1", "w1-decorator", "`@PipelineDecorator.component` chain in "
+     "`PipelineDecorator.run_locally(executor=\"inline\")`"),
+    ("W1d", "w1d", "`@PipelineDecorator.component` chain in "
+     "`PipelineDecorator.debug_pipeline()`"),
+]
+
+
+def measure(s: Settings) -> dict[str, Any]:
+    """Run every wanted workload; the raw results (JSON-able), keyed by workload."""
+    chain_args = ["--steps", str(s.steps)] + ([] if s.steps_env else ["--auto"])
+    results: dict[str, Any] = {}
+    if s.wanted("w8"):
+        results["w8"] = w8_import(s.import_repeat)
+    if s.wanted("t1"):
+        results["t1"] = t1(s.tasks, s.repeat)
+    for wid, name, _ in CHAINS:
+        if s.wanted(wid, name):
+            results[name] = run_workload(name, s.repeat, *chain_args)
+    if s.wanted("w2"):
+        results["w2"] = run_workload("w2", s.repeat)
+    if s.wanted("w3"):
+        results["w3"] = run_workload("w3", s.repeat, *chain_args)
+    if s.wanted("w4"):
+        results["w4"] = run_workload("w4", s.repeat)
+    if s.wanted("w5"):
+        results["w5"] = run_workload("w5", s.repeat)
+    if s.wanted("w6"):
+        results["w6-sqlite"] = w6(s.w6_tasks, s.repeat, "SQLite, WAL", None, None)
+        with postgres(s.pg) as (cluster, url, label, error):
+            if error:
+                results["w6-postgresql"] = {"label": label, "error": error}
+            elif url:
+                results["w6-postgresql"] = w6(s.w6_tasks, s.repeat, label, url, cluster)
+        results["w6"] = {"agents": W6_AGENTS, "tasks": s.w6_tasks}
+    if s.wanted("w7"):
+        results["w7"] = w7_scale.measure(s.w7_sizes, s.repeat, s.w7_budget)
+    return results
+
+
+def table_rows(results: dict[str, Any], meta: dict[str, Any]) -> list[report.Row]:
+    """The main table, from the results, in W-order."""
+    steps = meta["steps"]
+    rows: list[report.Row] = []
+    if "w8" in results:
+        rows.append(report.import_row(results["w8"]))
+    if "t1" in results:
+        rows.append(report.task_row(results["t1"], meta["tasks"]))
+    for wid, name, api in CHAINS:
+        if name in results:
+            rows.append(report.chain_row(wid, api, results[name], steps))
+    if "w2" in results:
+        rows.append(report.wall_row(
+            "W2", "fan-out: 1 source → 50 steps each sleeping 10 ms → 1 sum, "
+            "`start_locally(..., executor=\"thread\", max_workers=8)`",
+            "`ThreadPoolExecutor(8)` over the same 50 sleeps", 1.2, results["w2"]))
+    if "w3" in results:
+        rows.append(report.cache_row(results["w3"], steps))
+    if "w4" in results:
+        rows.append(report.wall_row(
+            "W4", "local mode: chain of 20 function steps, each its own subprocess "
+            "(`executor=\"subprocess\"`), whole run", "20 × `python -c \"import pipekit\"`",
+            1.5, results["w4"]))
+    if "w5" in results:
+        rows.append(report.wall_row(
+            "W5", "100 MiB NumPy array returned by one step, consumed by the next, "
+            "`executor=\"subprocess\"`, whole run (blake3 hashing and verification included)",
+            "one process `np.save`s it to a file, another `np.load`s it", 1.5, results["w5"]))
+    if "w6" in results:
+        agents, tasks = results["w6"]["agents"], results["w6"]["tasks"]
+        rows.append(report.queue_row(results["w6-sqlite"], agents, tasks))
+        if "w6-postgresql" in results:
+            rows.append(report.queue_row(results["w6-postgresql"], agents, tasks))
+        else:
+            rows.append(("W6", "queue throughput (PostgreSQL)", "not run: set "
+                         "`PIPEKIT_BENCH_PG=auto` (a throwaway server) or a database URL",
+                         "", "", "", "≥ 0.5× floor tasks/s", "—"))
+    if "w7" in results:
+        rows.extend(report.scale_rows(results["w7"]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -286,77 +370,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the page here (default: "
                         "docs/performance.md for a full run of every workload; else stdout)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: make the page from the results a --json run "
+                             "kept (the page goes to stdout unless --out)")
     parser.add_argument("--pg", help="W6 on PostgreSQL too: a database URL, or `auto` (a "
                         "throwaway server); default PIPEKIT_BENCH_PG")
     args = parser.parse_args(argv)
     s = Settings(args.quick, args.pg)
-    started, load_start = time.strftime("%Y-%m-%d %H:%M %Z"), os.getloadavg()
-    t0 = time.perf_counter()
-    chain_args = ["--steps", str(s.steps)] + ([] if s.steps_env else ["--auto"])
-    rows: list[report.Row] = []
-    results: dict[str, Any] = {}
-    if s.wanted("w8"):
-        results["w8"] = w8_import(s.import_repeat)
-        rows.append(report.import_row(results["w8"]))
-    if s.wanted("t1"):
-        results["t1"] = t1(s.tasks, s.repeat)
-        rows.append(report.task_row(results["t1"], s.tasks))
-    chains: list[tuple[str, str, str]] = [
-        ("W1", "w1", "`PipelineController.add_function_step(..., function_return=[\"x\"])` "
-         "with `${prev.x}`, `start_locally(run_pipeline_steps_locally=True, "
-         "executor=\"inline\")`"),
-        ("W1", "w1-decorator", "`@PipelineDecorator.component` chain in "
-         "`PipelineDecorator.run_locally(executor=\"inline\")`"),
-        ("W1d", "w1d", "`@PipelineDecorator.component` chain in "
-         "`PipelineDecorator.debug_pipeline()`"),
-    ]
-    for wid, name, api in chains:
-        if s.wanted(wid, name):
-            results[name] = run_workload(name, s.repeat, *chain_args)
-            rows.append(report.chain_row(wid, api, results[name], s.steps))
-    if s.wanted("w2"):
-        results["w2"] = run_workload("w2", s.repeat)
-        rows.append(report.wall_row(
-            "W2", "fan-out: 1 source → 50 steps each sleeping 10 ms → 1 sum, "
-            "`start_locally(..., executor=\"thread\", max_workers=8)`",
-            "`ThreadPoolExecutor(8)` over the same 50 sleeps", 1.2, results["w2"]))
-    if s.wanted("w3"):
-        results["w3"] = run_workload("w3", s.repeat, *chain_args)
-        rows.append(report.cache_row(results["w3"], s.steps))
-    if s.wanted("w4"):
-        results["w4"] = run_workload("w4", s.repeat)
-        rows.append(report.wall_row(
-            "W4", "local mode: chain of 20 function steps, each its own subprocess "
-            "(`executor=\"subprocess\"`), whole run", "20 × `python -c \"import pipekit\"`",
-            1.5, results["w4"]))
-    if s.wanted("w5"):
-        results["w5"] = run_workload("w5", s.repeat)
-        rows.append(report.wall_row(
-            "W5", "100 MiB NumPy array returned by one step, consumed by the next, "
-            "`executor=\"subprocess\"`, whole run (blake3 hashing and verification included)",
-            "one process `np.save`s it to a file, another `np.load`s it", 1.5, results["w5"]))
-    if s.wanted("w6"):
-        results["w6-sqlite"] = w6(s.w6_tasks, s.repeat, "SQLite, WAL", None, None)
-        rows.append(report.queue_row(results["w6-sqlite"], W6_AGENTS, s.w6_tasks))
-        with postgres(s.pg) as (cluster, url, label, error):
-            if error:
-                results["w6-postgresql"] = {"label": label, "error": error}
-            elif url:
-                results["w6-postgresql"] = w6(s.w6_tasks, s.repeat, label, url, cluster)
-            if "w6-postgresql" in results:
-                rows.append(report.queue_row(results["w6-postgresql"], W6_AGENTS,
-                                             s.w6_tasks))
-    if s.wanted("w7"):
-        results["w7"] = w7_scale.measure(s.w7_sizes, s.repeat, s.w7_budget)
-        rows.extend(report.scale_rows(results["w7"]))
-    wall = time.perf_counter() - t0
-    page = render(s, rows, results, started, load_start, wall)
+    if args.render:
+        results = json.loads(args.render.read_text())
+    else:
+        meta: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%d %H:%M %Z"), "load_start": os.getloadavg()[0],
+            "machine": machine(), "python": f"{platform.python_version()} "
+            f"({platform.python_implementation()})", "sqlite": sqlite_version(),
+            "commit": commit(), "command": invocation(argv), "quick": s.quick,
+            "repeat": s.repeat, "import_repeat": s.import_repeat, "steps": s.steps,
+            "tasks": s.tasks}
+        t0 = time.perf_counter()
+        results = measure(s)
+        meta.update(wall=time.perf_counter() - t0, load_end=os.getloadavg()[0])
+        results["meta"] = meta
+    rows = table_rows(results, results["meta"])
+    page = render(results["meta"], rows, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     out = args.out
-    if out is None and not s.quick and not s.only:
+    if out is None and not s.quick and not s.only and not args.render:
         out = ROOT / "docs" / "performance.md"
-    elif out is None and s.only and not s.quick:
+    elif out is None and s.only and not s.quick and not args.render:
         out = Path(tempfile.gettempdir()) / "pipekit-performance-partial.md"
         log(f"PIPEKIT_BENCH_ONLY is set, writing {out} instead of docs/performance.md")
     if out is not None:
@@ -366,11 +408,30 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r[-1] == "**error**" for r in rows) else 0
 
 
-def render(s: Settings, rows: list[report.Row], results: dict[str, Any], started: str,
-           load_start: tuple[float, float, float], wall: float) -> str:
-    load_end = os.getloadavg()
+def invocation(argv: list[str] | None) -> str:
+    """The command that made this page: the bench settings in the environment, then the
+    arguments."""
+    env = " ".join(f"{k}={v if k != 'PIPEKIT_BENCH_PG' or v == 'auto' else '<url>'}"
+                   for k, v in sorted(os.environ.items()) if k.startswith("PIPEKIT_BENCH_"))
+    given = list(sys.argv[1:] if argv is None else argv)
+    kept = []  # (--out and --json change where results go, not what is measured)
+    while given:
+        arg = given.pop(0)
+        if arg in ("--out", "--json"):
+            given[:1] = []
+        elif not arg.startswith(("--out=", "--json=")):
+            kept.append(arg)
+    args = " ".join(kept)
+    return " ".join(p for p in (env, "make bench", f"ARGS='{args}'" if args else "") if p)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def render(meta: dict[str, Any], rows: list[report.Row], results: dict[str, Any]) -> str:
     mode = " (**quick mode**: small N, one pair each — for development, not for the record)" \
-        if s.quick else ""
+        if meta["quick"] else ""
     lines = [
         "# Performance",
         "",
@@ -379,12 +440,12 @@ def render(s: Settings, rows: list[report.Row], results: dict[str, Any], started
         "(floor, pipekit, floor, pipekit, …), on the same machine. Workloads, floors and "
         "targets are defined in PERFORMANCE.md." + mode,
         "",
-        f"Machine: {machine()}; Python {platform.python_version()} "
-        f"({platform.python_implementation()}); SQLite {sqlite_version()}. Run: {started}, "
-        f"{wall / 60:.0f} min, load average {load_start[0]:.2f} at the start and "
-        f"{load_end[0]:.2f} at the end (other work shares this machine). Code measured: "
-        f"`{commit()}`. {s.repeat} interleaved floor/pipekit pair(s) per workload "
-        f"({s.import_repeat} for W8), each pipeline run in a fresh store.",
+        f"Machine: {meta['machine']}; Python {meta['python']}; SQLite {meta['sqlite']}. Run: "
+        f"{meta['started']}, {minutes(meta['wall'])}, load average {meta['load_start']:.2f} "
+        f"at the start and {meta['load_end']:.2f} at the end (other work shares this "
+        f"machine). Code measured: `{meta['commit']}`. {meta['repeat']} interleaved "
+        f"floor/pipekit pair(s) per workload ({meta['import_repeat']} for W8), each pipeline "
+        "run in a fresh store.",
         "",
         *report.table(rows),
         "",
@@ -451,8 +512,9 @@ def render(s: Settings, rows: list[report.Row], results: dict[str, Any], started
         "",
         "## Reproduce",
         "",
-        "From a fresh clone: `make bench` (installs `.venv` first; writes this page; about "
-        f"{wall / 60:.0f} minutes here). `make bench ARGS=--quick` (or `.venv/bin/python "
+        f"This page: `{meta['command']}`, {minutes(meta['wall'])}. "
+        "From a fresh clone: `make bench` (installs `.venv` first; writes this page). "
+        "`make bench ARGS=--quick` (or `.venv/bin/python "
         "tests/bench/run.py --quick [--out FILE]`) runs small sizes once each and prints the "
         "page instead of writing it. W6 on PostgreSQL as well: `PIPEKIT_BENCH_PG=auto make "
         "bench` starts a throwaway server (initdb/pg_ctl on 127.0.0.1, fsync off) for it, "
