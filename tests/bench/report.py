@@ -27,7 +27,9 @@ def fmt(seconds: float) -> str:
 
 def times(x: float) -> str:
     """A ratio, 2-3 significant digits."""
-    return f"{x:.0f}×" if x >= 20 else f"{x:.1f}×" if x >= 1 else f"{x:.2f}×"
+    if x >= 20:
+        return f"{x:.0f}×"
+    return f"{x:.1f}×" if x >= 1 else f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
 
 
 def span(s: dict[str, Any]) -> str:
@@ -176,15 +178,17 @@ def scale_table(w7: dict[str, Any]) -> list[str]:
     sizes = w7["sizes"]
     lines = [
         "| API | steps | wall (median) | per step | × per step at "
-        f"{sizes[0]:,} | × W1 floor per step (same process) | peak RSS (`ru_maxrss`) | RSS "
-        f"after the imports | peak RSS per step added since {sizes[0]:,} | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{sizes[0]:,} | per step added since the size before | × W1 floor per step (same "
+        f"process) | peak RSS (`ru_maxrss`) | RSS after the imports | peak RSS per step added "
+        f"since {sizes[0]:,} | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for api in ("controller", "decorator"):
         if api not in w7:
             continue
         base = w7[api][str(sizes[0])].get("per_step")
         base_rss = w7[api][str(sizes[0])].get("rss_peak_kib")
+        before: dict[str, Any] | None = None
         for n in sizes:
             r = w7[api][str(n)]
             if "over_budget" in r:
@@ -192,10 +196,12 @@ def scale_table(w7: dict[str, Any]) -> list[str]:
                 lines.append(f"| {api} | {n:,} | **over budget** (process killed after "
                              f"{r['over_budget']:g} s) | > {fmt(bound)} | "
                              + (f"> {times(bound / base)}" if base else "")
-                             + " | | | | | 0 |")
+                             + " | | | | | | 0 |")
+                before = None
                 continue
             if "error" in r:
-                lines.append(f"| {api} | {n:,} | error: {r['error']} | | | | | | | 0 |")
+                lines.append(f"| {api} | {n:,} | error: {r['error']} | | | | | | | | 0 |")
+                before = None
                 continue
             marginal = ""
             if base_rss is not None and n > sizes[0]:
@@ -205,9 +211,13 @@ def scale_table(w7: dict[str, Any]) -> list[str]:
                 later = r["later"]
                 note = (f" (a later run: over budget, > {later['over_budget']:.0f} s)"
                         if "over_budget" in later else f" (a later run: {later.get('error')})")
+            added = ""
+            if before is not None:
+                added = fmt((r["wall"] - before["wall"]) / (n - before["steps"]))
+            before = {**r, "steps": n}
             lines.append(
                 f"| {api} | {n:,} | {fmt(r['wall'])} | {fmt(r['per_step'])} | "
-                f"{times(r['per_step'] / base) if base else ''} | "
+                f"{times(r['per_step'] / base) if base else ''} | {added} | "
                 f"{times(r['per_step'] / r['floor_per_step'])} | "
                 f"{r['rss_peak_kib'] / 1024:.1f} MiB | {r['rss_start_kib'] / 1024:.1f} MiB | "
                 f"{marginal} | {r['runs']}{note} |")

@@ -470,7 +470,11 @@ def render(meta: dict[str, Any], rows: list[report.Row], results: dict[str, Any]
             "Target: per-step cost at the largest size ≤ 1.3× that at the smallest, and peak "
             "memory growing linearly. Per step = wall time of the whole pipeline call "
             "(definition included) / steps. The W1 floor column is the W1 floor (insert + "
-            "update per step) at the same N, timed in the same process just before the run.",
+            "update per step) at the same N, timed in the same process just before the run. "
+            "\"Per step added\" is the difference of the median walls of two sizes over the "
+            "difference of their steps: the cost of one more step, without the run's fixed "
+            "cost (which makes the smallest size's per-step cost the highest when the cost "
+            "per step is flat).",
             "",
             *report.scale_table(w7),
             "",
