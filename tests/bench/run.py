@@ -482,6 +482,10 @@ def render(meta: dict[str, Any], rows: list[report.Row], results: dict[str, Any]
     lines += [
         "## How each is measured",
         "",
+        "- T1: in `run.py`'s own process, a fresh store per pair: N tasks each created in "
+        "progress, given one parameter and one small inline artifact through `Task`, and "
+        "marked completed, per task; the last artifact is read back. Its floor is W1's at "
+        "N. No target: it is the per-step persistence cost W1 builds on.",
         "- W1/W1d: wall time of the whole pipeline call divided by N — for the controller "
         "from `PipelineController(...)` through every `add_function_step` to `start_locally` "
         "returning (the split is shown), for the decorator the call of the `@pipeline` "
