@@ -30,7 +30,7 @@ test-all: $(VENV)/.test
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "slow or not slow"
 
 bench: $(VENV)/.test
-	$(PY) tests/bench/run.py
+	$(PY) tests/bench/run.py $(ARGS)
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check pipekit plugins migrations tests docs/examples

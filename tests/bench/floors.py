@@ -13,21 +13,40 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def median_run(cmd: list[str], repeat: int = 7) -> float:
-    """Median wall time of running ``cmd`` to its end, ``repeat`` times."""
-    times = []
+def timed_run(cmd: list[str]) -> float:
+    """Wall time of running ``cmd`` to its end."""
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def summarize(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the table reports of interleaved (floor, pipekit) pairs, each a dict with
+    ``floor`` and ``ours`` (the same unit, e.g. seconds per step, or tasks per second):
+    the median of each side, the ratio of the medians, and the lowest and highest ratio of
+    a pair (one floor run next to one pipekit run).
+    """
+    ours = statistics.median(p["ours"] for p in pairs)
+    floor = statistics.median(p["floor"] for p in pairs)
+    ratios = [p["ours"] / p["floor"] for p in pairs]
+    return {"ours": ours, "floor": floor, "ratio": ours / floor, "pair_min": min(ratios),
+            "pair_max": max(ratios), "pairs": len(pairs)}
+
+
+def interleaved(floor: Callable[[], float], ours: Callable[[], dict[str, Any]],
+                repeat: int) -> list[dict[str, Any]]:
+    """``repeat`` pairs: the floor, then pipekit, then the floor again, ... (so a change in
+    the machine's load meets both sides alike). ``ours`` returns a dict holding ``ours``
+    (and whatever else a workload records); each pair is that dict plus ``floor``.
+    """
+    pairs = []
     for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def median_of(fn: Callable[[], float], repeat: int) -> float:
-    """Median of what ``fn`` returns (a time), over ``repeat`` calls."""
-    return statistics.median(fn() for _ in range(repeat))
+        f = floor()
+        pairs.append({"floor": f, **ours()})
+    return pairs
 
 
 def sqlite_floor(n: int) -> float:

@@ -1,11 +1,13 @@
 """The pipeline workloads of PERFORMANCE.md (W1, W1d, W2, W3, W4, W5), each timed against its
-floor in the same process.
+floor in the same process, in interleaved pairs: the floor, then one pipekit run, then the
+floor again, ... (``--repeat`` pairs). A workload's result holds ``pairs``, each with
+``floor`` and ``ours`` in the same unit (``unit``: seconds per step, or wall seconds);
+``run.py`` reports the medians, their ratio and the range of the per-pair ratios.
 
 ``run.py`` runs each workload as ``python tests/bench/pipelines.py <workload> --out FILE`` with
 a fresh ``PIPEKIT_HOME``; every repetition gets its own sub-folder of it (a fresh store). The
 step functions live in ``__main__`` here, so they travel by value (cloudpickle) to step
-subprocesses, as a user's pipeline script's do. The result is a JSON object written to FILE;
-every time in it is in seconds.
+subprocesses, as a user's pipeline script's do. The result is a JSON object written to FILE.
 
 Run one by hand: ``PIPEKIT_HOME=$(mktemp -d) python tests/bench/pipelines.py w1 --out r.json``.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from floors import python_import_floor, sqlite_floor, sqlite_lookup_floor
+from floors import interleaved, python_import_floor, sqlite_floor, sqlite_lookup_floor
 
 import pipekit
 from pipekit import PipelineController, PipelineDecorator
@@ -147,20 +148,24 @@ def w1_decorator_once(n: int) -> dict[str, float]:
 
 def chain_workload(once: Callable[[int], dict[str, float]], repeat: int,
                    steps: int, auto: bool) -> dict[str, Any]:
+    """``repeat`` interleaved pairs: the W1 floor at N steps, then one pipekit run of N steps;
+    both per step.
+    """
     out: dict[str, Any] = {"steps": steps}
-    first = once(steps)
+
+    def pair() -> dict[str, Any]:
+        floor = sqlite_floor(steps)
+        run = once(steps)
+        return {"floor": floor, "ours": run["wall"] / steps,
+                **{k: v / steps for k, v in run.items() if k != "wall"}, "wall": run["wall"]}
+
+    first = pair()
     if auto and first["wall"] > SLOW_CHAIN and steps > FALLBACK_STEPS:
         out.update(fallback_from=steps, fallback_wall=first["wall"], steps=FALLBACK_STEPS)
         steps = FALLBACK_STEPS
-        first = once(steps)
-    runs = [first, *(once(steps) for _ in range(repeat - 1))]
-    floors = [sqlite_floor(steps) for _ in range(max(5, repeat))]
-    for key in runs[0]:
-        out[key] = statistics.median(r[key] for r in runs)
-    out["per_step"] = out["wall"] / steps
-    out["floor_per_step"] = statistics.median(floors)
-    out["ratio"] = out["per_step"] / out["floor_per_step"]
-    out["repeat"] = repeat
+        first = pair()
+    out["pairs"] = [first, *(pair() for _ in range(repeat - 1))]
+    out["unit"] = "per step"
     return out
 
 
@@ -207,11 +212,8 @@ def w2_floor() -> float:
 
 
 def w2(args: argparse.Namespace) -> dict[str, Any]:
-    ours = [w2_once() for _ in range(args.repeat)]
-    floor = [w2_floor() for _ in range(max(5, args.repeat))]
-    wall, floor_wall = statistics.median(ours), statistics.median(floor)
-    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
-            "repeat": args.repeat}
+    return {"pairs": interleaved(w2_floor, lambda: {"ours": w2_once()}, args.repeat),
+            "unit": "wall"}
 
 
 # -- W3: cache hits in a new process ----------------------------------------------------------
@@ -274,6 +276,9 @@ def w3_hit_process(home: Path, n: int) -> dict[str, float]:
 
 
 def w3(args: argparse.Namespace) -> dict[str, Any]:
+    """Per repetition (not timed) a fresh store populated by one run, then the pair: the
+    lookup floor, then the all-cached run in a new process; both per step.
+    """
     steps = args.steps
     out: dict[str, Any] = {"steps": steps}
     home, populate = w3_populate(steps)
@@ -281,22 +286,17 @@ def w3(args: argparse.Namespace) -> dict[str, Any]:
         out.update(fallback_from=steps, fallback_wall=populate, steps=FALLBACK_STEPS)
         steps = FALLBACK_STEPS
         home, populate = w3_populate(steps)
-    runs, floors, populates = [], [], [populate]
-    for rep in range(args.repeat):  # interleaved: the machine's load sees both alike
+    pairs = []
+    for rep in range(args.repeat):
         if rep:
             home, populate = w3_populate(steps)
-            populates.append(populate)
-        runs.append(w3_hit_process(home, steps))
-        floors.append(sqlite_lookup_floor(steps))
-    floors += [sqlite_lookup_floor(steps) for _ in range(max(0, 5 - len(floors)))]
-    for key in runs[0]:
-        out[key] = statistics.median(r[key] for r in runs)
-    out["per_step"] = out["wall"] / steps
-    out["per_step_runs"] = [r["wall"] / steps for r in runs]
-    out["floor_per_step"] = statistics.median(floors)
-    out["ratio"] = out["per_step"] / out["floor_per_step"]
-    out["populate_per_step"] = statistics.median(populates) / steps
-    out["repeat"] = args.repeat
+        floor = sqlite_lookup_floor(steps)
+        hit = w3_hit_process(home, steps)
+        pairs.append({"floor": floor, "ours": hit["wall"] / steps,
+                      "define": hit["define"] / steps, "run": hit["run"] / steps,
+                      "populate": populate / steps})
+    out["pairs"] = pairs
+    out["unit"] = "per step"
     return out
 
 
@@ -319,11 +319,9 @@ def w4_once() -> float:
 
 
 def w4(args: argparse.Namespace) -> dict[str, Any]:
-    ours = [w4_once() for _ in range(args.repeat)]
-    floor = [python_import_floor("pipekit", W4_STEPS) for _ in range(args.repeat)]
-    wall, floor_wall = statistics.median(ours), statistics.median(floor)
-    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
-            "steps": W4_STEPS, "repeat": args.repeat}
+    return {"pairs": interleaved(lambda: python_import_floor("pipekit", W4_STEPS),
+                                 lambda: {"ours": w4_once()}, args.repeat),
+            "unit": "wall", "steps": W4_STEPS}
 
 
 # -- W5: 100 MiB NumPy hand-off ---------------------------------------------------------------
@@ -365,13 +363,9 @@ def w5(args: argparse.Namespace) -> dict[str, Any]:
         import numpy  # noqa: F401
     except ImportError:
         return {"skipped": "numpy is not importable"}
-    ours, floor = [], []
-    for _ in range(args.repeat):  # interleaved: the page cache and disk see both alike
-        ours.append(w5_once())
-        floor.append(w5_floor())
-    wall, floor_wall = statistics.median(ours), statistics.median(floor)
-    return {"wall": wall, "floor": floor_wall, "ratio": wall / floor_wall,
-            "bytes": W5_BYTES, "repeat": args.repeat}
+    # (interleaved: the page cache and disk see both alike)
+    return {"pairs": interleaved(w5_floor, lambda: {"ours": w5_once()}, args.repeat),
+            "unit": "wall", "bytes": W5_BYTES}
 
 
 WORKLOADS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {

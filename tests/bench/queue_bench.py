@@ -2,9 +2,10 @@
 (each run in the agent's own process, as agents run function tasks), against the floor: 8
 processes claiming and completing rows of a bare SQLite table with `BEGIN IMMEDIATE`.
 
-``python queue_bench.py [TASKS] [AGENTS]`` prints one JSON object. Throughput is counted
-from the first claim to the last completion (the agents' start-up is outside it, as the
-floor's is); every task must end `completed` exactly once.
+``python queue_bench.py [TASKS] [AGENTS]`` prints one JSON object: one floor run, then one
+pipekit run (``run.py`` starts one such process per repetition, each with a fresh store).
+Throughput is counted from the first claim to the last completion (the agents' start-up is
+outside it, as the floor's is); every task must end `completed` exactly once.
 
 With ``PIPEKIT_DB=postgresql://…`` the same run goes against PostgreSQL (the floor stays
 SQLite's: it is the same bare loop PERFORMANCE.md defines).
@@ -114,6 +115,7 @@ def pipekit_queue(tasks: int, agents: int) -> dict[str, float]:
 def main() -> None:
     tasks = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     agents = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    base = floor(tasks, agents)  # (the floor first, then pipekit: one pair, one moment)
     with tempfile.TemporaryDirectory(prefix="pipekit-bench-w6-") as tmp:
         os.environ.setdefault("PIPEKIT_HOME", tmp)
         import pipekit
@@ -122,7 +124,6 @@ def main() -> None:
         settings = pipekit.configure(home=os.environ["PIPEKIT_HOME"],
                                      db=os.environ.get("PIPEKIT_DB") or None)
         ours = pipekit_queue(tasks, agents)
-    base = floor(tasks, agents)
     backend = "sqlite" if settings.sqlite_path is not None else "postgresql"
     print(json.dumps({"backend": backend, "tasks": tasks, "agents": agents, **ours,
                       "floor_tasks_per_s": base, "ratio": ours["tasks_per_s"] / base}))
