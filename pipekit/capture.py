@@ -60,7 +60,7 @@ class _Shipper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}  # task id -> open log files
-        self._wake = threading.Event()
+        self._pace = threading.Event()  # never set: its timed wait is the copying pace
         self._thread: threading.Thread | None = None
 
     def watch(self, task_id: str) -> None:
@@ -82,7 +82,7 @@ class _Shipper:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(SHIP_EVERY)
+            self._pace.wait(SHIP_EVERY)
             with self._lock:
                 tasks = list(self._open)
             for task_id in tasks:
