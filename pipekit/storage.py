@@ -21,7 +21,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from typing import IO, Any
 from .config import get_settings
 from .errors import StorageError
 from .hashing import digest_bytes, digest_file
+from .retry import RetriesExhausted, retrying
 
 _HTTP_TIMEOUT = 60.0
 _CHUNK = 1024 * 1024
@@ -46,9 +46,6 @@ _ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 _TAR_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
 #: Writes one file's bytes to an open temp file.
 _Filler = Callable[[IO[bytes]], object]
-#: Errors that a retry cannot cure.
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-              ValueError, TypeError)
 
 
 # -- URLs -------------------------------------------------------------------------------------
@@ -184,17 +181,13 @@ def _download(url: str, dest: Path, force: bool) -> Path:
 
 def _retrying(call: Callable[[], object], retries: int | None, url: str) -> None:
     attempts = 1 + (_DEFAULT_RETRIES if retries is None else max(0, retries))
-    for attempt in range(attempts):
-        try:
-            call()
-            return
-        except _PERMANENT as exc:
-            raise StorageError(url, _reason(exc), "upload to") from exc
-        except Exception as exc:
-            if attempt + 1 == attempts:
-                tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-                raise StorageError(url, _reason(exc) + tries, "upload to") from exc
-            time.sleep(_RETRY_DELAY * 2 ** attempt)
+    try:
+        retrying(call, attempts=attempts, delay=_RETRY_DELAY)
+    except RetriesExhausted as exc:
+        cause = exc.__cause__ or exc
+        raise StorageError(url, f"{_reason(cause)} ({exc})", "upload to") from cause
+    except Exception as exc:
+        raise StorageError(url, _reason(exc), "upload to") from exc
 
 
 # -- archives -----------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ PLUGIN_SURFACE: dict[str, frozenset[str] | None] = {
 
 #: What ``pipekit.store.*`` may import from pipekit, besides the store itself.
 STORE_MAY_IMPORT = frozenset({"pipekit.errors", "pipekit.config", "pipekit.models",
-                              "pipekit.hashing"})
+                              "pipekit.hashing", "pipekit.retry"})
 
 #: Modules that are pure: no store, no hooks, no configuration, no I/O.
 PURE = ("pipekit.dag", "pipekit.references", "pipekit.render", "pipekit.plots")
@@ -464,7 +464,7 @@ def test_no_import_circle():
 #: is its modules' level; the top package (the public API) sits above everything.
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["errors", "config", "models", "nodes", "hashing", "hookspecs", "redact",
-                     "tracebacks"],
+                     "tracebacks", "retry"],
                     0),
     **dict.fromkeys(["context", "plugin_manager", "store", "crash"], 1),
     **dict.fromkeys(["dag", "references", "render", "params", "artifacts", "capture", "caching",

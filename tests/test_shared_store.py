@@ -231,6 +231,33 @@ def test_every_executor_writes_a_steps_objects_where_the_store_keeps_them(
     assert not (get_store().settings.home / "artifacts" / digest[:2]).exists()
 
 
+def test_an_upload_is_retried_through_a_blip_and_gives_up_with_one_line(monkeypatch):
+    import fsspec
+    from test_storage import FlakyFS
+
+    import pipekit.store.remote as remote
+    from pipekit.errors import StoreError
+
+    fsspec.register_implementation("flaky", FlakyFS, clobber=True)
+    monkeypatch.setattr(remote, "RETRY_DELAY", 0)
+    monkeypatch.setattr(FlakyFS, "calls", 0)
+    monkeypatch.setattr(FlakyFS, "failures", 2)  # two resets, then it goes through
+    store = use_artifacts(f"flaky://objects-{uuid.uuid4().hex[:8]}", monkeypatch)
+    data = os.urandom(50_000)
+    ref, _ = store_value(store, data, "blob")
+    assert FlakyFS.calls == 3
+    store.blobs.path(ref.digest).unlink()
+    assert load_value(store, ref, "blob") == data  # read back from the flaky store
+
+    monkeypatch.setattr(FlakyFS, "calls", 0)
+    monkeypatch.setattr(FlakyFS, "failures", 99)
+    with pytest.raises(StoreError, match=r"^could not store artifact 'other' in flaky://.*: "
+                                         r"ConnectionError: connection reset \(after 4 "
+                                         r"attempts\)"):
+        store_value(store, os.urandom(50_000), "other")
+    assert FlakyFS.calls == remote.RETRIES
+
+
 def test_a_folder_or_file_url_holds_the_objects(monkeypatch, tmp_path):
     for raw in (str(tmp_path / "objects-a"), (tmp_path / "objects-b").as_uri()):
         store = use_artifacts(raw, monkeypatch)

@@ -33,12 +33,15 @@ from typing import Any
 
 from ..errors import ArtifactCorrupt, ConfigError
 from ..hashing import digest_bytes, digest_file, hasher
+from ..retry import RetriesExhausted, retrying
 from .blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RemoteBlobStore"]
 
+#: attempts at an upload (transient errors only: pipekit.retry), and the first pause
+RETRIES, RETRY_DELAY = 4, 0.5
 #: protocols whose uploads become visible whole (no temp name needed)
 ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 _CHUNK = 1 << 20
@@ -112,14 +115,22 @@ class RemoteBlobStore(BlobStore):
         fs, base = self._filesystem()
         key = self.key(digest)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-        if protocols & ATOMIC_PUT:
-            fs.put_file(local, key)
-        else:
+
+        def put() -> None:
+            if protocols & ATOMIC_PUT:
+                fs.put_file(local, key)
+                return
             partial = f"{base}/tmp/{digest}.{uuid.uuid4().hex}"
             fs.makedirs(f"{base}/tmp", exist_ok=True)
             fs.makedirs(f"{base}/{digest[:2]}", exist_ok=True)
             fs.put_file(local, partial)
             fs.mv(partial, key)
+
+        try:
+            retrying(put, attempts=RETRIES, delay=RETRY_DELAY)
+        except RetriesExhausted as exc:  # the store's callers say which artifact
+            raise OSError(f"{type(exc.__cause__).__name__}: {exc.__cause__} ({exc})"
+                          ) from exc.__cause__
         fs.invalidate_cache(key)
 
     def put_bytes(self, data: bytes) -> Path:
