@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 state = Path(sys.argv[sys.argv.index("--state") + 1]).resolve()
-(state / "dagster").mkdir(parents=True, exist_ok=True)
-os.environ["DAGSTER_HOME"] = str(state / "dagster")
+(state / "dagster-home").mkdir(parents=True, exist_ok=True)
+os.environ["DAGSTER_HOME"] = str(state / "dagster-home")
 
 import _common as c  # noqa: E402
 import dagster  # noqa: E402

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 state = Path(sys.argv[sys.argv.index("--state") + 1]).resolve()
-os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+os.environ.setdefault("PREFECT_HOME", str(state / "prefect-home"))
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "true"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
