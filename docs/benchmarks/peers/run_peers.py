@@ -213,7 +213,10 @@ ARGS_STEPS = [1000]
 
 def table(rows: list[tuple[Peer, str, dict[str, dict[str, Any]]]], floors: dict[str, float],
           meta: dict[str, str]) -> str:
-    out = [f"Measured {meta['date']} on {meta['machine']}; Python {meta['python']}; "
+    out = ["# pipekit and its peers: W1, W2, W3, W5 (run_peers.py)", "",
+           "Made by run_peers.py; see README.md beside it for the modes and caveats. One run "
+           "of each workload per peer; ratios are to the floor row, measured in the same run.",
+           "", f"Measured {meta['date']} on {meta['machine']}; Python {meta['python']}; "
            f"load average {meta['load_before']} before, {meta['load_after']} after.",
            "", f"Command: `{meta['command']}`", "",
            "| peer (version) | records each step? | W1 per step (× floor) | W2 wall (× floor) "
