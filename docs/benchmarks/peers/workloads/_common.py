@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -62,7 +63,11 @@ def w3_in_new_process(args: argparse.Namespace, populate: Callable[[], Any]) -> 
     pop_wall, _ = timed(populate)
     cmd = [sys.executable, sys.argv[0], "w3-hit", "--steps", str(args.steps),
            "--state", str(args.state)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # a new process, not a child of this one's pipeline: ClearML marks its children with
+    # CLEARML_PROC_MASTER_ID, and a child whose master task it cannot find gets a stub Task
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise SystemExit(f"w3-hit exited {proc.returncode}: {tail[0]}")
