@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -155,17 +156,20 @@ def run_workload(python: Path, peer: Peer, workload: str, steps: int,
     cmd = [str(python), str(WORKLOADS / f"peer_{peer.name}.py"), workload,
            "--steps", str(steps), "--state", str(state)]
     start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=state, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=state, env=env, capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the peer's children too
+        proc.communicate()
         return {"error": f"timeout (>{timeout:g} s)"}
     finally:
         process_wall = time.perf_counter() - start
         shutil.rmtree(state, ignore_errors=True)
     if proc.returncode:
-        return {"error": f"failed: {one_line(proc.stderr or proc.stdout)}"}
-    for line in reversed(proc.stdout.strip().splitlines()):
+        return {"error": f"failed: {one_line(stderr or stdout)}"}
+    for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             try:
                 result = json.loads(line)
@@ -173,7 +177,7 @@ def run_workload(python: Path, peer: Peer, workload: str, steps: int,
                 continue
             result["process_wall"] = process_wall
             return result
-    return {"error": f"failed: no result line ({one_line(proc.stderr or proc.stdout)})"}
+    return {"error": f"failed: no result line ({one_line(stderr or stdout)})"}
 
 
 # -- the table ----------------------------------------------------------------------------------
