@@ -33,7 +33,7 @@ bench: $(VENV)/.test
 	$(PY) tests/bench/run.py $(ARGS)
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check pipekit plugins migrations tests docs/examples
+	$(VENV)/bin/ruff check pipekit plugins migrations tests docs/examples docs/benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) build *.egg-info .pytest_cache .ruff_cache .hypothesis
