@@ -184,12 +184,16 @@ class BlobStore:
         """
         digest = digest_bytes(data)
         final = self.path(digest)
-        if final.exists() and self.holds(digest, len(data)):
+        if self._stored(digest, len(data)):
             return final
         sink = self.sink(inline_limit=-1)
         sink.write(data)
         sink.commit()
         return final
+
+    def _stored(self, digest: str, size: int) -> bool:
+        """The object is stored whole (what :meth:`put_bytes` may skip a write for)."""
+        return self.holds(digest, size)
 
     def verified_path(self, digest: str, artifact: str) -> Path:
         """The object's path after checking that its content still hashes to ``digest``.

@@ -127,13 +127,6 @@ def _loads(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _file_holds(path: Path, digest: str) -> bool:
-    try:
-        return digest_file(path) == digest
-    except OSError:
-        return False
-
-
 def _object_files(root: Path) -> Iterator[Path]:
     """Every file under ``root`` named like an object (``<2 hex>/<digest>``)."""
     if not root.is_dir():
@@ -173,7 +166,7 @@ def check_objects(store: Store, *, repair: bool = False) -> CheckReport:
     for digest in (blobs.remote_digests() if remote else
                    (path.name for path in _object_files(blobs.root))):
         on_disk.add(digest)
-        if blobs.remote_holds(digest) if remote else _file_holds(blobs.path(digest), digest):
+        if blobs.remote_holds(digest) if remote else blobs.holds(digest):
             continue
         problem = Problem(digest, "corrupt", tuple(uses.get(digest, ())))
         if repair:

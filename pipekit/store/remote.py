@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactCorrupt, ConfigError
-from ..hashing import digest_bytes, digest_file, hasher
+from ..hashing import digest_file, hasher
 from ..retry import RetriesExhausted, retrying
 from .blobs import BlobStore
 
@@ -133,15 +133,9 @@ class RemoteBlobStore(BlobStore):
                           ) from exc.__cause__
         fs.invalidate_cache(key)
 
-    def put_bytes(self, data: bytes) -> Path:
-        digest = digest_bytes(data)
-        final = self.path(digest)
-        if super().holds(digest, len(data)) and self._remote_size(digest) == len(data):
-            return final
-        sink = self.sink(inline_limit=-1)
-        sink.write(data)
-        sink.commit()
-        return final
+    def _stored(self, digest: str, size: int) -> bool:
+        # here, and in the object store: a cached copy alone is not shared with anyone
+        return super()._stored(digest, size) and self._remote_size(digest) == size
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,34 @@ def python_import_floor(module: str = "pipekit", count: int = 1) -> float:
         subprocess.run([sys.executable, "-c", f"import {module}"], check=True,
                        capture_output=True)
     return time.perf_counter() - start
+
+
+#: W2: one source fans out to this many steps, each sleeping this long, on this many threads
+W2_FAN, W2_SLEEP, W2_WORKERS = 50, 0.010, 8
+#: W5: the handed-off array's length (100 MiB of float64)
+W5_LEN = 100 * 2**20 // 8
+
+_W5_SAVE = ("import sys, numpy as np; "
+            f"np.save(sys.argv[1], np.arange({W5_LEN}, dtype=np.float64))")
+_W5_LOAD = "import sys, numpy as np; a = np.load(sys.argv[1]); float(a[-1])"
+
+
+def w2_floor() -> float:
+    """W2's floor: ``ThreadPoolExecutor(W2_WORKERS)`` over the same sleeps; seconds."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(W2_WORKERS) as pool:
+        list(pool.map(lambda _: time.sleep(W2_SLEEP), range(W2_FAN)))
+    return time.perf_counter() - start
+
+
+def w5_floor(python: str = sys.executable, folder: Path | None = None) -> float:
+    """W5's floor: one ``python`` process ``np.save``s the array to a file (in ``folder``:
+    the disk pipekit's run writes to), another ``np.load``s it (as pipekit runs two step
+    processes); seconds.
+    """
+    with tempfile.TemporaryDirectory(prefix="pipekit-bench-w5-", dir=folder) as tmp:
+        path = str(Path(tmp) / "floor.npy")
+        start = time.perf_counter()
+        subprocess.run([python, "-c", _W5_SAVE, path], check=True)
+        subprocess.run([python, "-c", _W5_LOAD, path], check=True)
+        return time.perf_counter() - start

@@ -26,11 +26,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from floors import interleaved, python_import_floor, sqlite_floor, sqlite_lookup_floor
+from floors import (
+    W2_FAN,
+    W2_WORKERS,
+    W5_LEN,
+    interleaved,
+    python_import_floor,
+    sqlite_floor,
+    sqlite_lookup_floor,
+    w2_floor,
+    w5_floor,
+)
 
 import pipekit
 from pipekit import PipelineController, PipelineDecorator
@@ -38,8 +47,7 @@ from pipekit import PipelineController, PipelineDecorator
 #: a chain longer than this (seconds, one run) falls back to FALLBACK_STEPS steps
 SLOW_CHAIN = 60.0
 FALLBACK_STEPS = 300
-W5_BYTES = 100 * 2**20
-W2_FAN, W2_SLEEP, W2_WORKERS = 50, 0.010, 8
+W5_BYTES = W5_LEN * 8
 W4_STEPS = 20
 
 _base: Path | None = None
@@ -204,13 +212,6 @@ def w2_once() -> float:
     return wall
 
 
-def w2_floor() -> float:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(W2_WORKERS) as pool:
-        list(pool.map(lambda _: time.sleep(W2_SLEEP), range(W2_FAN)))
-    return time.perf_counter() - start
-
-
 def w2(args: argparse.Namespace) -> dict[str, Any]:
     return {"pairs": interleaved(w2_floor, lambda: {"ours": w2_once()}, args.repeat),
             "unit": "wall"}
@@ -326,11 +327,6 @@ def w4(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- W5: 100 MiB NumPy hand-off ---------------------------------------------------------------
 
-_SAVE = ("import sys, numpy as np; "
-         f"np.save(sys.argv[1], np.arange({W5_BYTES // 8}, dtype=np.float64))")
-_LOAD = "import sys, numpy as np; a = np.load(sys.argv[1]); float(a[-1])"
-
-
 def w5_once() -> float:
     import shutil
 
@@ -348,14 +344,8 @@ def w5_once() -> float:
     return wall
 
 
-def w5_floor() -> float:
-    path = str(scratch_dir() / "floor.npy")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _SAVE, path], check=True)
-    subprocess.run([sys.executable, "-c", _LOAD, path], check=True)
-    wall = time.perf_counter() - start
-    os.unlink(path)
-    return wall
+def w5_floor_here() -> float:
+    return w5_floor(folder=scratch_dir())
 
 
 def w5(args: argparse.Namespace) -> dict[str, Any]:
@@ -364,7 +354,7 @@ def w5(args: argparse.Namespace) -> dict[str, Any]:
     except ImportError:
         return {"skipped": "numpy is not importable"}
     # (interleaved: the page cache and disk see both alike)
-    return {"pairs": interleaved(w5_floor, lambda: {"ours": w5_once()}, args.repeat),
+    return {"pairs": interleaved(w5_floor_here, lambda: {"ours": w5_once()}, args.repeat),
             "unit": "wall", "bytes": W5_BYTES}
 
 

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 WORKLOADS = HERE / "workloads"
 WORKLOAD_IDS = ("w1", "w2", "w3", "w5")
-W2_FAN, W2_SLEEP, W2_WORKERS = 50, 0.010, 8
-W5_LEN = 100 * 2**20 // 8
 
 
 @dataclass(frozen=True)
@@ -110,37 +107,16 @@ def bench_floors() -> Any:
     return module
 
 
-def w2_floor() -> float:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(W2_WORKERS) as pool:
-        list(pool.map(lambda _: time.sleep(W2_SLEEP), range(W2_FAN)))
-    return time.perf_counter() - start
-
-
-_SAVE = ("import sys, numpy as np; "
-         f"np.save(sys.argv[1], np.arange({W5_LEN}, dtype=np.float64))")
-_LOAD = "import sys, numpy as np; a = np.load(sys.argv[1]); float(a[-1])"
-
-
-def w5_floor(python: Path) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "floor.npy")
-        start = time.perf_counter()
-        subprocess.run([str(python), "-c", _SAVE, path], check=True)
-        subprocess.run([str(python), "-c", _LOAD, path], check=True)
-        return time.perf_counter() - start
-
-
 def measure_floors(steps: int, numpy_python: Path | None, repeat: int = 5) -> dict[str, list]:
     floors = bench_floors()
     out: dict[str, list] = {
         "w1": [floors.sqlite_floor(steps) for _ in range(repeat)],
-        "w2": [w2_floor() for _ in range(repeat)],
+        "w2": [floors.w2_floor() for _ in range(repeat)],
         "w3": [floors.sqlite_lookup_floor(steps) for _ in range(repeat)],
         "w5": [],
     }
     if numpy_python is not None:
-        out["w5"] = [w5_floor(numpy_python) for _ in range(3)]
+        out["w5"] = [floors.w5_floor(str(numpy_python)) for _ in range(3)]
     return out
 
 
